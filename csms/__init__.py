@@ -1,0 +1,1 @@
+"""The OCPP edge: WebSocket server, charger identity, sessions, per-version handlers."""

@@ -1,0 +1,220 @@
+"""Handshake admission: charge point id, subprotocol, registry, security profile.
+
+Everything is decided before the WebSocket upgrade, so a refused charger gets a plain
+HTTP status (400 bad id / no OCPP subprotocol, 401 bad credentials, 403 disabled or
+transport too weak, 404 unknown charger, 429 too many failures) and never a socket.
+
+Security profiles (OCPP security whitepaper):
+  0  none (lab and benchmark use only; set explicitly per charger)
+  1  HTTP Basic, username = charge point id, password checked against its salted hash
+  2  the same, only over TLS
+  3  TLS with a client certificate chaining to CHARGEOPS_TLS_CA whose subject CN equals
+     the charge point id (a certificate of the CA for another station is refused).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+
+from csms.context import CsmsContext
+from csms.identity import Identity, InvalidChargePointId, charge_point_id_from_path
+from csms.tables import Charger
+from services.db import table_of, utcnow
+from services.observability import metrics
+from services.security import VerifiedSecretCache, hash_password
+
+SUBPROTOCOLS = ("ocpp2.0.1", "ocpp1.6")
+CHARGERS = table_of(Charger)
+
+
+@dataclass
+class Refusal(Exception):
+    status: int
+    reason: str
+    message: str
+    challenge: bool = False
+
+
+class FailureLimiter:
+    """Sliding one-minute window of failures per key (charger id, source address)."""
+
+    def __init__(self, per_minute: int) -> None:
+        self._limit = per_minute
+        self._failures: dict[str, deque[float]] = {}
+
+    def _window(self, key: str) -> deque[float]:
+        window = self._failures.setdefault(key, deque())
+        cutoff = time.monotonic() - 60.0
+        while window and window[0] < cutoff:
+            window.popleft()
+        return window
+
+    def blocked(self, key: str) -> bool:
+        window = self._window(key)
+        if not window:
+            self._failures.pop(key, None)
+            return False
+        return len(window) >= self._limit
+
+    def fail(self, key: str) -> None:
+        self._window(key).append(time.monotonic())
+        if len(self._failures) > 100_000:
+            for stale in [k for k, w in self._failures.items() if not w][:10_000]:
+                self._failures.pop(stale, None)
+
+
+def offered_subprotocols(header: str | None) -> list[str]:
+    if not header:
+        return []
+    return [p.strip() for p in header.split(",") if p.strip()]
+
+
+def basic_credentials(header: str | None) -> tuple[str, str] | None:
+    if not header or not header.lower().startswith("basic "):
+        return None
+    try:
+        decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, sep, password = decoded.partition(":")
+    return (user, password) if sep else None
+
+
+def certificate_cn(peercert: dict[str, Any] | None) -> str | None:
+    if not peercert:
+        return None
+    for rdn in peercert.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return None
+
+
+class Authenticator:
+    def __init__(self, ctx: CsmsContext) -> None:
+        self.ctx = ctx
+        self._secrets = VerifiedSecretCache()
+        self._limiter = FailureLimiter(ctx.settings.auth_failures_per_minute)
+
+    async def admit(
+        self,
+        path: str,
+        headers: dict[str, str],
+        remote_address: str,
+        peercert: dict[str, Any] | None,
+        tls: bool,
+    ) -> Identity:
+        try:
+            return await self._admit(path, headers, remote_address, peercert, tls)
+        except Refusal as refusal:
+            metrics.HANDSHAKES_REFUSED.labels(refusal.reason).inc()
+            raise
+
+    async def _admit(
+        self,
+        path: str,
+        headers: dict[str, str],
+        remote_address: str,
+        peercert: dict[str, Any] | None,
+        tls: bool,
+    ) -> Identity:
+        try:
+            cp_id = charge_point_id_from_path(path)
+        except InvalidChargePointId as exc:
+            raise Refusal(400, "invalid_id", str(exc)) from None
+        offered = offered_subprotocols(headers.get("sec-websocket-protocol"))
+        if not any(p in SUBPROTOCOLS for p in offered):
+            raise Refusal(
+                400,
+                "no_subprotocol",
+                "Sec-WebSocket-Protocol must offer ocpp1.6 or ocpp2.0.1",
+            )
+        if self._limiter.blocked(f"id:{cp_id}") or self._limiter.blocked(f"ip:{remote_address}"):
+            raise Refusal(429, "rate_limited", "too many failed attempts; retry later")
+
+        async with self.ctx.db.engine.connect() as conn:
+            row = (await conn.execute(select(CHARGERS).where(CHARGERS.c.id == cp_id))).first()
+        credentials = basic_credentials(headers.get("authorization"))
+
+        if row is None:
+            if not self.ctx.settings.allow_unknown_chargers:
+                self._fail(cp_id, remote_address, "unknown_charger")
+                raise Refusal(404, "unknown_charger", "unknown charge point id")
+            return await self._commission(cp_id, credentials, peercert, tls, remote_address)
+
+        if not row.enabled:
+            raise Refusal(403, "disabled", "charge point is disabled")
+        profile = int(row.security_profile)
+        if profile >= 2 and not tls:
+            self._fail(cp_id, remote_address, "tls_required")
+            raise Refusal(403, "tls_required", f"security profile {profile} requires TLS")
+        if profile == 3:
+            cn = certificate_cn(peercert)
+            if cn is None:
+                self._fail(cp_id, remote_address, "certificate_missing")
+                raise Refusal(401, "certificate_missing", "a client certificate is required")
+            if cn != cp_id:
+                self._fail(cp_id, remote_address, "certificate_cn_mismatch")
+                raise Refusal(
+                    401,
+                    "certificate_cn_mismatch",
+                    "client certificate subject CN does not match the charge point id",
+                )
+        elif profile in (1, 2):
+            if credentials is None:
+                self._fail(cp_id, remote_address, "credentials_missing")
+                raise Refusal(401, "credentials_missing", "HTTP Basic credentials required", True)
+            user, password = credentials
+            if (
+                user != cp_id
+                or row.password_hash is None
+                or not self._secrets.verify(password, row.password_hash)
+            ):
+                self._fail(cp_id, remote_address, "bad_credentials")
+                raise Refusal(401, "bad_credentials", "invalid credentials", True)
+        return Identity(cp_id, profile, row.registration_status, remote_address)
+
+    async def _commission(
+        self,
+        cp_id: str,
+        credentials: tuple[str, str] | None,
+        peercert: dict[str, Any] | None,
+        tls: bool,
+        remote_address: str,
+    ) -> Identity:
+        """Admit an unknown id as ``pending``; its presented password is kept (hashed)."""
+        if credentials is not None and credentials[0] != cp_id:
+            self._fail(cp_id, remote_address, "bad_credentials")
+            raise Refusal(401, "bad_credentials", "username must be the charge point id", True)
+        if certificate_cn(peercert) == cp_id:
+            profile = 3
+        elif credentials is not None:
+            profile = 2 if tls else 1
+        else:
+            profile = 0
+        now = utcnow()
+        async with self.ctx.db.engine.begin() as conn:
+            await conn.execute(
+                CHARGERS.insert().values(
+                    id=cp_id,
+                    password_hash=hash_password(credentials[1]) if credentials else None,
+                    security_profile=profile,
+                    registration_status="pending",
+                    enabled=True,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+        return Identity(cp_id, profile, "pending", remote_address)
+
+    def _fail(self, cp_id: str, remote_address: str, reason: str) -> None:
+        metrics.AUTH_FAILURES.labels(reason).inc()
+        self._limiter.fail(f"id:{cp_id}")
+        self._limiter.fail(f"ip:{remote_address}")

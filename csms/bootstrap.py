@@ -1,0 +1,57 @@
+"""Builds the csms side of a process from its settings and shared adapters."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from fastapi import APIRouter
+
+from csms import api
+from csms.context import CsmsContext
+from csms.presence import Presence
+from csms.server import OcppServer
+from services.bus import Bus
+from services.committer import GroupCommitter
+from services.db import Database, utcnow
+from services.settings import Settings
+
+
+@dataclass
+class CsmsRuntime:
+    ctx: CsmsContext
+    presence: Presence
+    server: OcppServer
+
+    @property
+    def port(self) -> int | None:
+        return self.server.port
+
+    async def start(self) -> None:
+        await self.presence.start()
+        await self.server.start()
+
+    async def stop_accepting(self) -> None:
+        await self.server.stop_accepting()
+
+    async def stop(self) -> None:
+        await self.server.close()
+        await self.presence.stop()
+
+
+def build(
+    settings: Settings,
+    bus: Bus,
+    db: Database,
+    committer: GroupCommitter,
+    clock: Callable[[], datetime] = utcnow,
+) -> CsmsRuntime:
+    ctx = CsmsContext(settings=settings, db=db, committer=committer, bus=bus, clock=clock)
+    presence = Presence(ctx)
+    ctx.presence = presence
+    return CsmsRuntime(ctx, presence, OcppServer(ctx, presence))
+
+
+def routers() -> list[APIRouter]:
+    return [api.router()]

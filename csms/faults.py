@@ -1,0 +1,39 @@
+"""How severe a reported fault is, as far as the charger's own report tells.
+
+This is only the charger-side reading (info / warning / error / critical); ticketing's
+fault rules classify, prioritise and decide what to do.
+"""
+
+from __future__ import annotations
+
+import csv
+from functools import lru_cache
+from importlib import resources
+
+from services.bus.contracts import Severity
+
+CHARGEX_VENDOR_ID = "https://chargex.inl.gov"
+
+#: OCPP 1.6 error codes that indicate a hazard.
+SAFETY_ERROR_CODES = frozenset({"GroundFailure", "OverVoltage", "OverCurrentFailure"})
+
+
+@lru_cache(maxsize=1)
+def chargex_codes() -> dict[str, tuple[str, str]]:
+    """ChargeX minimum required error codes: code -> (name, note)."""
+    text = (resources.files("csms") / "chargex_error_codes.csv").read_text()
+    return {row["code"]: (row["name"], row["note"]) for row in csv.DictReader(text.splitlines())}
+
+
+def severity(
+    *, faulted: bool, error_code: str | None, vendor_error_code: str | None = None
+) -> Severity:
+    code = vendor_error_code or ""
+    name_note = chargex_codes().get(code)
+    if name_note is not None and name_note[1] == "safety":
+        return Severity.critical
+    if error_code in SAFETY_ERROR_CODES:
+        return Severity.critical
+    if name_note is not None and name_note[1] == "driver/vehicle side":
+        return Severity.info
+    return Severity.error if faulted else Severity.warning

@@ -1,0 +1,228 @@
+"""Who is connected and who is online.
+
+Online from the handshake. A closed socket starts a grace period: a charger that comes
+back within it never went offline; otherwise it is offline *since the disconnect*. A
+charger that sends nothing for 2 x heartbeat interval + grace has its socket closed and
+is offline since its last message. After a restart of this process, chargers recorded
+online get one grace period to reconnect before they are marked offline since their
+last message. Every transition is an event, a metric and a status-history interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+
+from csms import state
+from csms.context import CsmsContext
+from csms.session import OcppSession
+from services.bus import record
+from services.bus.contracts import (
+    ChargerConnected,
+    ChargerDisconnected,
+    ChargerOffline,
+    ChargerOnline,
+    Event,
+)
+from services.committer import WriteSet
+from services.observability import metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Pending:
+    since: datetime
+    deadline: float
+    reason: str
+
+
+class Presence:
+    def __init__(self, ctx: CsmsContext) -> None:
+        self.ctx = ctx
+        self.sessions: dict[str, OcppSession] = {}
+        self._online: set[str] = set()
+        self._pending: dict[str, _Pending] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    @property
+    def _grace(self) -> float:
+        return self.ctx.settings.offline_grace
+
+    @property
+    def _silence_limit(self) -> timedelta:
+        s = self.ctx.settings
+        return timedelta(seconds=2 * s.heartbeat_interval + s.offline_grace)
+
+    def is_online(self, charger_id: str) -> bool:
+        return charger_id in self._online
+
+    async def start(self) -> None:
+        """Adopt what the database says was online before this process started."""
+        table = state.CHARGER_STATE
+        async with self.ctx.db.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(table.c.charger_id, table.c.last_seen, table.c.connected_at).where(
+                        table.c.online.is_(True), table.c.node_id == self.ctx.node_id
+                    )
+                )
+            ).all()
+        deadline = time.monotonic() + self._grace
+        now = self.ctx.clock()
+        for row in rows:
+            self._online.add(row.charger_id)
+            since = row.last_seen or row.connected_at or now
+            self._pending[row.charger_id] = _Pending(since, deadline, "csms_restarted")
+        if rows:
+            log.info(
+                "%d chargers were online before start; waiting %.0fs for them",
+                len(rows),
+                self._grace,
+            )
+        self._task = asyncio.create_task(self._watch(), name="presence")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def connected(self, session: OcppSession) -> None:
+        cid = session.charger_id
+        old = self.sessions.get(cid)
+        self.sessions[cid] = session
+        if old is not None:
+            old.replaced = True
+            log.info("charger %s reconnected; closing its previous connection", cid)
+            asyncio.create_task(old.ws.close(1000, "replaced by a new connection"))
+        self._pending.pop(cid, None)
+        now = session.connected_at
+        writes = WriteSet()
+        events: list[Event] = [
+            ChargerConnected(
+                charger_id=cid,
+                received_at=now,
+                ocpp_version=session.ocpp_version,
+                node_id=self.ctx.node_id,
+                security_profile=session.identity.security_profile,
+            )
+        ]
+        state.charger_state(
+            writes,
+            cid,
+            online=True,
+            connected=True,
+            node_id=self.ctx.node_id,
+            ocpp_version=session.ocpp_version,
+            connected_at=now,
+            last_seen=now,
+            offline_since=None,
+        )
+        if cid not in self._online:
+            self._online.add(cid)
+            events.append(
+                ChargerOnline(charger_id=cid, received_at=now, ocpp_version=session.ocpp_version)
+            )
+            state.history(writes, cid, state.CONNECTIVITY, "", "online", now)
+            metrics.CHARGER_STATE_CHANGES.labels("online").inc()
+        await record(self.ctx.committer, self.ctx.bus, writes, events)
+
+    async def disconnected(self, session: OcppSession, reason: str = "") -> None:
+        cid = session.charger_id
+        now = self.ctx.clock()
+        current = self.sessions.get(cid) is session
+        if current:
+            del self.sessions[cid]
+        writes = WriteSet()
+        events: list[Event] = [
+            ChargerDisconnected(
+                charger_id=cid,
+                received_at=now,
+                node_id=self.ctx.node_id,
+                close_code=session.ws.close_code,
+                reason=reason or (session.ws.close_reason or ""),
+            )
+        ]
+        if current:
+            state.charger_state(writes, cid, connected=False, last_seen=session.last_seen)
+            if not self._stopping:
+                if session.silent:
+                    self._pending[cid] = _Pending(session.last_seen, 0.0, "heartbeat_timeout")
+                else:
+                    self._pending[cid] = _Pending(
+                        now, time.monotonic() + self._grace, "disconnected"
+                    )
+        try:
+            await record(self.ctx.committer, self.ctx.bus, writes, events)
+        except Exception:
+            log.exception("charger %s: recording the disconnect failed", cid)
+        if current and not self._stopping and self._grace == 0:
+            await self._expire()
+
+    async def close_all(self, code: int = 1001, reason: str = "server shutting down") -> None:
+        self._stopping = True
+        sessions = list(self.sessions.values())
+        await asyncio.gather(*(s.ws.close(code, reason) for s in sessions), return_exceptions=True)
+
+    async def _watch(self) -> None:
+        tick = max(0.05, min(1.0, self._grace / 4 if self._grace else 1.0))
+        while True:
+            await asyncio.sleep(tick)
+            try:
+                self._close_silent()
+                await self._expire()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("presence check failed")
+
+    def _close_silent(self) -> None:
+        cutoff = self.ctx.clock() - self._silence_limit
+        for session in list(self.sessions.values()):
+            if session.last_seen < cutoff and not session.silent:
+                session.silent = True
+                log.info(
+                    "charger %s silent since %s; closing",
+                    session.charger_id,
+                    session.last_seen.isoformat(),
+                )
+                asyncio.create_task(
+                    session.ws.close(1000, "nothing received for 2 x heartbeat interval + grace")
+                )
+
+    async def _expire(self) -> None:
+        now = time.monotonic()
+        due = [(cid, p) for cid, p in self._pending.items() if p.deadline <= now]
+        if not due:
+            return
+        writes = WriteSet()
+        events: list[Event] = []
+        at = self.ctx.clock()
+        for cid, pending in due:
+            del self._pending[cid]
+            if cid in self.sessions or cid not in self._online:
+                continue
+            self._online.discard(cid)
+            state.charger_state(
+                writes, cid, online=False, connected=False, offline_since=pending.since
+            )
+            state.history(writes, cid, state.CONNECTIVITY, "", "offline", pending.since)
+            events.append(
+                ChargerOffline(
+                    charger_id=cid, received_at=at, since=pending.since, reason=pending.reason
+                )
+            )
+            metrics.CHARGER_STATE_CHANGES.labels("offline").inc()
+        if events:
+            await record(self.ctx.committer, self.ctx.bus, writes, events)

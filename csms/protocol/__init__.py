@@ -1,0 +1,1 @@
+"""OCPP-J framing, validation and key conversion: pure code, no socket."""

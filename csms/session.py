@@ -1,0 +1,393 @@
+"""One object per connected charger: routing, validation, durability, live state.
+
+A session subclasses the ``ocpp`` library's ``ChargePoint`` of its version (so that
+handlers are registered with ``@on(Action...)`` and commands use the library's
+``call()``), and replaces the library's per-message path with a faster, stricter one:
+
+* frames parsed by :mod:`csms.protocol.framing` (string message ids, NotImplemented for
+  unknown actions), payloads validated with compiled, cached validators;
+* the handler's state writes and events are made durable (group commit) *before* the
+  CALLRESULT is sent; if that fails the charger gets InternalError and retries;
+* any error becomes the right CALLERROR and the connection stays up.
+
+Messages of one charger are handled one at a time (OCPP allows one outstanding CALL per
+side), so a flooding charger only slows itself; a token bucket throttles it further.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, is_dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, ClassVar
+
+import orjson
+from ocpp.charge_point import remove_nones, serialize_as_dict
+from ocpp.messages import Call
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from csms import state
+from csms.context import CsmsContext
+from csms.identity import Identity
+from csms.protocol.errors import ErrorKind, FrameError, error_code
+from csms.protocol.framing import call_error_frame, call_result_frame, parse_frame
+from csms.protocol.keys import to_camel, to_snake
+from csms.protocol.validation import validate
+from services.bus import record
+from services.bus.contracts import (
+    ConnectorRef,
+    ConnectorStatusChanged,
+    Event,
+    NormalizedStatus,
+)
+from services.committer import WriteSet
+from services.observability import metrics
+
+log = logging.getLogger(__name__)
+
+EVENT_NAMESPACE = uuid.UUID("5b0e1f5c-9c0a-4f57-9a43-6a2f2f0c0c0d")
+
+
+def stable_event_id(*parts: object) -> str:
+    """A deterministic event id, for events a charger may cause twice (retries)."""
+    return str(uuid.uuid5(EVENT_NAMESPACE, "|".join(str(p) for p in parts)))
+
+
+@dataclass
+class ConnectorLive:
+    ref: ConnectorRef
+    status: NormalizedStatus
+    raw_status: str
+    error_code: str | None = None
+    vendor_id: str | None = None
+    vendor_error_code: str | None = None
+    info: str | None = None
+    charger_time: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass
+class Incoming:
+    """The CALL being handled: handlers add their writes and events here."""
+
+    message_id: str
+    received_at: datetime
+    writes: WriteSet
+    events: list[Event] = field(default_factory=list)
+
+
+Handler = Callable[..., Awaitable[Any]]
+
+
+class OcppSession:
+    ocpp_version: ClassVar[str]
+    action_enum: ClassVar[type[StrEnum]]
+    _routes: ClassVar[dict[str, Handler]]
+    _known_actions: ClassVar[frozenset[str]]
+
+    def __init__(self, identity: Identity, connection: ServerConnection, ctx: CsmsContext) -> None:
+        super().__init__(  # type: ignore[call-arg]
+            identity.charger_id, connection, response_timeout=ctx.settings.call_timeout
+        )
+        self.identity = identity
+        self.charger_id = identity.charger_id
+        self.ws = connection
+        self.ctx = ctx
+        self.connectors: dict[str, ConnectorLive] = {}
+        self.connected_at = ctx.clock()
+        self.last_seen = self.connected_at
+        self.rx: Incoming | None = None
+        self.replaced = False
+        self.silent = False
+        self._tokens = float(ctx.settings.frame_burst)
+        self._refill_at = time.monotonic()
+
+    async def load_state(self) -> None:
+        """Read the connectors' last known state so changes are detected across reconnects."""
+        from sqlalchemy import select
+
+        table = state.CONNECTOR_STATE
+        async with self.ctx.db.engine.connect() as conn:
+            rows = (
+                await conn.execute(select(table).where(table.c.charger_id == self.charger_id))
+            ).all()
+        for row in rows:
+            self.connectors[row.connector_key] = ConnectorLive(
+                ConnectorRef(evse_id=row.evse_id, connector_id=row.connector_id),
+                NormalizedStatus(row.status),
+                row.raw_status,
+                row.error_code,
+                row.vendor_id,
+                row.vendor_error_code,
+                row.info,
+                row.charger_time,
+                row.updated_at,
+            )
+
+    # ----------------------------------------------------------------- routing table
+    @classmethod
+    def routes(cls) -> dict[str, Handler]:
+        if "_routes" not in cls.__dict__:
+            table: dict[str, Handler] = {}
+            for name in dir(cls):
+                action = getattr(getattr(cls, name), "_on_action", None)
+                if action is not None:
+                    table[str(action)] = getattr(cls, name)
+            cls._routes = table
+            cls._known_actions = frozenset(str(a) for a in cls.action_enum)
+        return cls._routes
+
+    # ----------------------------------------------------------------- receive loop
+    async def run(self) -> None:
+        try:
+            async for raw in self.ws:
+                await self._throttle()
+                await self.route_message(raw)
+        except ConnectionClosed:
+            pass
+
+    async def _throttle(self) -> None:
+        rate = self.ctx.settings.frames_per_second
+        now = time.monotonic()
+        self._tokens = min(
+            float(self.ctx.settings.frame_burst), self._tokens + (now - self._refill_at) * rate
+        )
+        self._refill_at = now
+        if self._tokens < 1.0:
+            metrics.FRAMES_LIMITED.labels("throttled").inc()
+            await asyncio.sleep((1.0 - self._tokens) / rate)
+            self._tokens = 1.0
+            self._refill_at = time.monotonic()
+        self._tokens -= 1.0
+
+    async def route_message(self, raw: str | bytes) -> None:
+        received_at = self.ctx.clock()
+        self.last_seen = received_at
+        text = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
+        try:
+            frame = parse_frame(raw)
+        except FrameError as exc:
+            metrics.FRAMES.labels("in", "invalid", "none").inc()
+            writes = WriteSet()
+            state.log_frame(
+                writes, self.charger_id, "in", 0, None, exc.message_id, text, received_at
+            )
+            self.ctx.committer.submit(writes)
+            await self._send_error(exc.message_id or "-1", exc)
+            return
+        if isinstance(frame, Call):
+            await self._handle_call_fast(frame, text, received_at)
+            return
+        type_id: int = frame.message_type_id
+        unique_id: str = frame.unique_id
+        metrics.FRAMES.labels("in", str(type_id), "response").inc()
+        writes = WriteSet()
+        state.log_frame(
+            writes,
+            self.charger_id,
+            "in",
+            type_id,
+            None,
+            unique_id,
+            text,
+            received_at,
+        )
+        self.ctx.committer.submit(writes)
+        self._response_queue.put_nowait(frame)  # type: ignore[attr-defined]
+
+    def _action_label(self, action: str) -> str:
+        return action if action in self._known_actions else "unknown"
+
+    async def _handle_call_fast(self, call: Call, text: str, received_at: datetime) -> None:
+        started = time.perf_counter()
+        routes = self.routes()
+        action: str = call.action
+        label = self._action_label(action)
+        metrics.FRAMES.labels("in", "2", label).inc()
+        log_row = WriteSet()
+        state.log_frame(
+            log_row, self.charger_id, "in", 2, action, call.unique_id, text, received_at
+        )
+        writes = WriteSet()
+        try:
+            handler = routes.get(action)
+            if handler is None:
+                if action in self._known_actions:
+                    raise FrameError(
+                        ErrorKind.not_supported,
+                        f"{action} is not a message a charge point sends to a CSMS",
+                    )
+                raise FrameError(
+                    ErrorKind.not_implemented,
+                    f"{action} is not an OCPP {self.ocpp_version} action",
+                )
+            validate(self.ocpp_version, action, call.payload)
+            self.rx = Incoming(call.unique_id, received_at, writes)
+            response = await handler(self, **to_snake(call.payload))
+            events = self.rx.events
+            payload = _response_payload(response)
+            validate(self.ocpp_version, action, payload, response=True)
+            writes.extend(log_row)
+            await record(self.ctx.committer, self.ctx.bus, writes, events)
+        except FrameError as exc:
+            self.ctx.committer.submit(log_row)
+            await self._send_error(call.unique_id, exc, action)
+            return
+        except Exception:
+            log.exception("charger %s: handling %s failed", self.charger_id, action)
+            self.ctx.committer.submit(log_row)
+            await self._send_error(
+                call.unique_id,
+                FrameError(ErrorKind.internal, "the CSMS could not handle the message; retry"),
+                action,
+            )
+            return
+        finally:
+            self.rx = None
+        frame = call_result_frame(call.unique_id, payload)
+        await self._send_frame(frame, 3, call.unique_id, action)
+        metrics.HANDLER_SECONDS.labels(label).observe(time.perf_counter() - started)
+
+    # ----------------------------------------------------------------- sending
+    async def _send_error(
+        self, message_id: str, exc: FrameError, action: str | None = None
+    ) -> None:
+        code = error_code(exc.kind, self.ocpp_version)
+        metrics.CALL_ERRORS.labels(code).inc()
+        log.info("charger %s: CALLERROR %s: %s", self.charger_id, code, exc.description)
+        frame = call_error_frame(message_id, code, exc.description, exc.details)
+        await self._send_frame(frame, 4, message_id, action)
+
+    async def _send_frame(
+        self, frame: str, message_type: int, message_id: str | None, action: str | None
+    ) -> None:
+        try:
+            await self.ws.send(frame)
+        except ConnectionClosed:
+            return
+        metrics.FRAMES.labels("out", str(message_type), self._action_label(action or "")).inc()
+        writes = WriteSet()
+        state.log_frame(
+            writes,
+            self.charger_id,
+            "out",
+            message_type,
+            action,
+            message_id,
+            frame,
+            self.ctx.clock(),
+        )
+        self.ctx.committer.submit(writes)
+
+    async def _send(self, message: str) -> None:
+        """Used by the library's ``call()`` for CSMS-initiated messages."""
+        parsed = orjson.loads(message)
+        action = parsed[2] if parsed[0] == 2 else None
+        await self._send_frame(message, parsed[0], parsed[1], action)
+
+    # ----------------------------------------------------------------- helpers for handlers
+    @property
+    def incoming(self) -> Incoming:
+        if self.rx is None:
+            raise RuntimeError("no CALL is being handled")
+        return self.rx
+
+    def emit(self, event: Event) -> None:
+        self.incoming.events.append(event)
+
+    def set_connector(
+        self,
+        ref: ConnectorRef,
+        status: NormalizedStatus,
+        raw_status: str,
+        *,
+        error_code: str | None = None,
+        vendor_id: str | None = None,
+        vendor_error_code: str | None = None,
+        info: str | None = None,
+        charger_time: datetime | None = None,
+    ) -> ConnectorLive | None:
+        """Record a connector's status; returns its previous live state (None if unknown)."""
+        rx = self.incoming
+        key = ref.key
+        previous = self.connectors.get(key)
+        live = ConnectorLive(
+            ref,
+            status,
+            raw_status,
+            error_code,
+            vendor_id,
+            vendor_error_code,
+            info,
+            charger_time,
+            rx.received_at,
+        )
+        self.connectors[key] = live
+        state.connector_state(
+            rx.writes,
+            self.charger_id,
+            key,
+            evse_id=ref.evse_id,
+            connector_id=ref.connector_id,
+            status=status.value,
+            raw_status=raw_status,
+            error_code=error_code,
+            vendor_id=vendor_id,
+            vendor_error_code=vendor_error_code,
+            info=info,
+            charger_time=charger_time,
+            updated_at=rx.received_at,
+        )
+        changed = (
+            previous is None
+            or previous.status != status
+            or previous.raw_status != raw_status
+            or previous.error_code != error_code
+        )
+        if changed:
+            state.history(
+                rx.writes,
+                self.charger_id,
+                state.CONNECTOR,
+                key,
+                status.value,
+                rx.received_at,
+                raw_status=raw_status,
+                error_code=error_code,
+                charger_time=charger_time,
+            )
+        if previous is None or previous.status != status:
+            self.emit(
+                ConnectorStatusChanged(
+                    charger_id=self.charger_id,
+                    received_at=rx.received_at,
+                    charger_time=charger_time,
+                    connector=ref,
+                    status=status,
+                    raw_status=raw_status,
+                    previous_status=previous.status if previous else None,
+                    error_code=error_code,
+                    vendor_id=vendor_id,
+                    vendor_error_code=vendor_error_code,
+                    info=info,
+                )
+            )
+        return previous
+
+    def touch_state(self, **values: Any) -> None:
+        state.charger_state(self.incoming.writes, self.charger_id, **values)
+
+
+def _response_payload(response: Any) -> dict[str, Any]:
+    if is_dataclass(response) and not isinstance(response, type):
+        result: dict[str, Any] = to_camel(remove_nones(serialize_as_dict(response)))
+        return result
+    if isinstance(response, dict):
+        return to_camel(response)  # type: ignore[no-any-return]
+    raise TypeError(f"handler returned {type(response).__name__}, not a call_result payload")

@@ -1,0 +1,156 @@
+"""Charger registry, live state, history and raw message log tables owned by csms."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from services.db import Base, UTCDateTime
+
+SeqId = BigInteger().with_variant(Integer(), "sqlite")
+
+CHARGER_ID_LEN = 48
+
+
+class Charger(Base):
+    __tablename__ = "chargers"
+
+    id: Mapped[str] = mapped_column(String(CHARGER_ID_LEN), primary_key=True)
+    password_hash: Mapped[str | None] = mapped_column(String(200))
+    security_profile: Mapped[int] = mapped_column(Integer, default=1)
+    registration_status: Mapped[str] = mapped_column(String(16), default="accepted")
+    site: Mapped[str | None] = mapped_column(String(100))
+    vendor: Mapped[str | None] = mapped_column(String(100))
+    model: Mapped[str | None] = mapped_column(String(100))
+    notes: Mapped[str | None] = mapped_column(Text)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ChargerState(Base):
+    """What csms knows live about a charger; kept current by the node holding its socket."""
+
+    __tablename__ = "charger_state"
+
+    charger_id: Mapped[str] = mapped_column(
+        ForeignKey("chargers.id", ondelete="CASCADE"), primary_key=True
+    )
+    online: Mapped[bool] = mapped_column(Boolean, default=False)
+    connected: Mapped[bool] = mapped_column(Boolean, default=False)
+    node_id: Mapped[str | None] = mapped_column(String(64))
+    ocpp_version: Mapped[str | None] = mapped_column(String(8))
+    connected_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_seen: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    offline_since: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    vendor: Mapped[str | None] = mapped_column(String(50))
+    model: Mapped[str | None] = mapped_column(String(50))
+    serial_number: Mapped[str | None] = mapped_column(String(50))
+    firmware_version: Mapped[str | None] = mapped_column(String(50))
+    last_boot_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    firmware_status: Mapped[str | None] = mapped_column(String(50))
+
+
+class ConnectorState(Base):
+    __tablename__ = "connector_state"
+
+    charger_id: Mapped[str] = mapped_column(
+        ForeignKey("chargers.id", ondelete="CASCADE"), primary_key=True
+    )
+    connector_key: Mapped[str] = mapped_column(String(16), primary_key=True)
+    evse_id: Mapped[int | None] = mapped_column(Integer)
+    connector_id: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    raw_status: Mapped[str] = mapped_column(String(32))
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    vendor_id: Mapped[str | None] = mapped_column(String(255))
+    vendor_error_code: Mapped[str | None] = mapped_column(String(64))
+    info: Mapped[str | None] = mapped_column(String(255))
+    charger_time: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class StatusInterval(Base):
+    """Status history, append-only: a row starts an interval that lasts until the next row
+    of the same (charger, kind, connector) starts, so intervals never overlap and leave no
+    gaps by construction. Uptime is computed from this."""
+
+    __tablename__ = "status_history"
+
+    id: Mapped[int] = mapped_column(SeqId, primary_key=True, autoincrement=True)
+    charger_id: Mapped[str] = mapped_column(String(CHARGER_ID_LEN))
+    kind: Mapped[str] = mapped_column(String(16))  # connector | connectivity
+    connector_key: Mapped[str] = mapped_column(String(16))  # "" for connectivity
+    status: Mapped[str] = mapped_column(String(16))
+    raw_status: Mapped[str | None] = mapped_column(String(32))
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    charger_time: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (Index("ix_status_history_charger_started", "charger_id", "started_at", "id"),)
+
+
+class MessageLogEntry(Base):
+    __tablename__ = "message_log"
+
+    id: Mapped[int] = mapped_column(SeqId, primary_key=True, autoincrement=True)
+    charger_id: Mapped[str] = mapped_column(String(CHARGER_ID_LEN))
+    direction: Mapped[str] = mapped_column(String(3))  # in | out
+    message_type: Mapped[int] = mapped_column(Integer)
+    action: Mapped[str | None] = mapped_column(String(64))
+    message_id: Mapped[str | None] = mapped_column(String(64))
+    payload: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        Index("ix_message_log_charger_id", "charger_id", "id"),
+        Index("ix_message_log_at", "at"),
+    )
+
+
+class IdToken(Base):
+    __tablename__ = "id_tokens"
+
+    token: Mapped[str] = mapped_column(String(36), primary_key=True)
+    type: Mapped[str] = mapped_column(String(20), default="ISO14443")
+    status: Mapped[str] = mapped_column(String(16), default="Accepted")
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    group_id: Mapped[str | None] = mapped_column(String(36))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Transaction(Base):
+    """Charging sessions; ``dedupe_key`` makes a retried start (new message id) a no-op."""
+
+    __tablename__ = "transactions"
+
+    id: Mapped[int] = mapped_column(SeqId, primary_key=True, autoincrement=True)
+    dedupe_key: Mapped[str] = mapped_column(String(64), unique=True)
+    transaction_id: Mapped[str | None] = mapped_column(String(36))
+    charger_id: Mapped[str] = mapped_column(String(CHARGER_ID_LEN))
+    connector_key: Mapped[str] = mapped_column(String(16))
+    id_token: Mapped[str | None] = mapped_column(String(36))
+    meter_start_wh: Mapped[float | None] = mapped_column(Float)
+    meter_stop_wh: Mapped[float | None] = mapped_column(Float)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    stop_reason: Mapped[str | None] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (Index("ix_transactions_charger_txid", "charger_id", "transaction_id"),)
+
+
+class MeterValue(Base):
+    __tablename__ = "meter_values"
+
+    id: Mapped[int] = mapped_column(SeqId, primary_key=True, autoincrement=True)
+    dedupe_key: Mapped[str] = mapped_column(String(64), unique=True)
+    charger_id: Mapped[str] = mapped_column(String(CHARGER_ID_LEN))
+    connector_key: Mapped[str] = mapped_column(String(16))
+    transaction_id: Mapped[str | None] = mapped_column(String(36))
+    sampled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    sampled_values: Mapped[str] = mapped_column(Text)

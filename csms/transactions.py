@@ -1,0 +1,163 @@
+"""Charging transactions, de-duplicated on their content.
+
+Chargers retry with new message ids (EVerest does), so a start is identified by
+(charger, connector, charger timestamp, id tag) in 1.6 and by (charger, transactionId)
+in 2.0.1; the events they cause carry deterministic ids, so a retry adds nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from csms.protocol.timestamps import parse_timestamp
+from csms.state import TRANSACTIONS
+from services.bus.contracts import ConnectorRef, TransactionEnded, TransactionStarted
+from services.committer import WriteSet
+
+if TYPE_CHECKING:
+    from csms.session import OcppSession
+
+
+def _key(*parts: object) -> str:
+    return hashlib.sha256("|".join(str(p) for p in parts).encode()).hexdigest()
+
+
+async def start_transaction_16(
+    session: OcppSession, *, connector_id: int, id_tag: str, meter_start: int, timestamp: str
+) -> int:
+    """Create (or find the retried) transaction and return its integer id."""
+    from csms.session import stable_event_id
+
+    rx = session.incoming
+    dedupe = _key(session.charger_id, connector_id, timestamp, id_tag)
+    started_at = parse_timestamp(timestamp)
+
+    async def create(conn: AsyncConnection) -> int:
+        existing = (
+            await conn.execute(select(TRANSACTIONS.c.id).where(TRANSACTIONS.c.dedupe_key == dedupe))
+        ).scalar()
+        if existing is not None:
+            return int(existing)
+        result = await conn.execute(
+            TRANSACTIONS.insert().values(
+                dedupe_key=dedupe,
+                charger_id=session.charger_id,
+                connector_key=str(connector_id),
+                id_token=id_tag,
+                meter_start_wh=float(meter_start),
+                started_at=started_at,
+                received_at=rx.received_at,
+            )
+        )
+        new_id = int(result.inserted_primary_key[0])  # type: ignore[index]
+        await conn.execute(
+            TRANSACTIONS.update()
+            .where(TRANSACTIONS.c.id == new_id)
+            .values(transaction_id=str(new_id))
+        )
+        return new_id
+
+    writes = WriteSet()
+    writes.then(create)
+    (transaction_id,) = await session.ctx.committer.commit(writes)
+    session.emit(
+        TransactionStarted(
+            event_id=stable_event_id(session.charger_id, "tx-start", dedupe),
+            charger_id=session.charger_id,
+            received_at=rx.received_at,
+            charger_time=started_at,
+            transaction_id=str(transaction_id),
+            connector=ConnectorRef(connector_id=connector_id),
+            id_token=id_tag,
+            meter_start_wh=float(meter_start),
+        )
+    )
+    return int(transaction_id)
+
+
+def start_transaction_201(
+    session: OcppSession,
+    *,
+    transaction_id: str,
+    connector: ConnectorRef,
+    id_token: str | None,
+    meter_start_wh: float | None,
+    timestamp: str,
+) -> None:
+    from csms.session import stable_event_id
+
+    rx = session.incoming
+    started_at = parse_timestamp(timestamp)
+    rx.writes.insert_ignore(
+        TRANSACTIONS,
+        {
+            "dedupe_key": _key(session.charger_id, transaction_id),
+            "transaction_id": transaction_id,
+            "charger_id": session.charger_id,
+            "connector_key": connector.key,
+            "id_token": id_token,
+            "meter_start_wh": meter_start_wh,
+            "meter_stop_wh": None,
+            "started_at": started_at,
+            "stopped_at": None,
+            "stop_reason": None,
+            "received_at": rx.received_at,
+        },
+    )
+    session.emit(
+        TransactionStarted(
+            event_id=stable_event_id(session.charger_id, "tx-start", transaction_id),
+            charger_id=session.charger_id,
+            received_at=rx.received_at,
+            charger_time=started_at,
+            transaction_id=transaction_id,
+            connector=connector,
+            id_token=id_token,
+            meter_start_wh=meter_start_wh,
+        )
+    )
+
+
+def stop_transaction(
+    session: OcppSession,
+    *,
+    transaction_id: str,
+    meter_stop: float | None,
+    timestamp: str,
+    reason: str | None,
+) -> None:
+    from csms.session import stable_event_id
+
+    rx = session.incoming
+    stopped_at = parse_timestamp(timestamp)
+    values: dict[str, Any] = {"stopped_at": stopped_at, "stop_reason": reason}
+    if meter_stop is not None:
+        values["meter_stop_wh"] = meter_stop
+
+    async def close(conn: AsyncConnection) -> None:
+        await conn.execute(
+            TRANSACTIONS.update()
+            .where(
+                TRANSACTIONS.c.charger_id == session.charger_id,
+                TRANSACTIONS.c.transaction_id == transaction_id,
+                TRANSACTIONS.c.stopped_at.is_(None),
+            )
+            .values(**values)
+        )
+
+    rx.writes.then(close)
+    session.emit(
+        TransactionEnded(
+            event_id=stable_event_id(session.charger_id, "tx-end", transaction_id),
+            charger_id=session.charger_id,
+            received_at=rx.received_at,
+            charger_time=stopped_at,
+            transaction_id=transaction_id,
+            meter_stop_wh=meter_stop,
+            reason=reason,
+        )
+    )

@@ -1,0 +1,298 @@
+"""Handlers for every message an OCPP 1.6 charge point sends to the central system."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from ocpp.v16 import ChargePoint, call_result
+from ocpp.v16.enums import Action
+
+from csms import faults, state
+from csms.authorization import authorize
+from csms.protocol.routing import on
+from csms.protocol.timestamps import format_timestamp, parse_timestamp
+from csms.session import OcppSession, stable_event_id
+from csms.transactions import start_transaction_16, stop_transaction
+from csms.v16.translate import fault_signature, normalize_status
+from services.bus.contracts import (
+    ChargerBooted,
+    ConnectorRef,
+    FaultCleared,
+    FaultRaised,
+    FirmwareKind,
+    FirmwareStatusChanged,
+    MeterValuesReceived,
+    SecurityEventReported,
+)
+
+
+def _id_tag_info(status: str, expires_at: Any = None, group: str | None = None) -> dict[str, Any]:
+    info: dict[str, Any] = {"status": status}
+    if expires_at is not None:
+        info["expiryDate"] = format_timestamp(expires_at)
+    if group:
+        info["parentIdTag"] = group
+    return info
+
+
+class V16Session(OcppSession, ChargePoint):  # type: ignore[misc]
+    ocpp_version = "1.6"
+    action_enum = Action
+
+    @on(Action.boot_notification)
+    async def on_boot_notification(
+        self, charge_point_vendor: str, charge_point_model: str, **kwargs: Any
+    ) -> call_result.BootNotification:
+        rx = self.incoming
+        status = "Accepted" if self.identity.registration_status == "accepted" else "Pending"
+        interval = self.ctx.settings.heartbeat_interval
+        self.touch_state(
+            vendor=charge_point_vendor,
+            model=charge_point_model,
+            serial_number=kwargs.get("charge_point_serial_number")
+            or kwargs.get("charge_box_serial_number"),
+            firmware_version=kwargs.get("firmware_version"),
+            last_boot_at=rx.received_at,
+            last_seen=rx.received_at,
+        )
+        self.emit(
+            ChargerBooted(
+                charger_id=self.charger_id,
+                received_at=rx.received_at,
+                ocpp_version="1.6",
+                vendor=charge_point_vendor,
+                model=charge_point_model,
+                serial_number=kwargs.get("charge_point_serial_number")
+                or kwargs.get("charge_box_serial_number"),
+                firmware_version=kwargs.get("firmware_version"),
+                registration_status=status,
+            )
+        )
+        return call_result.BootNotification(
+            current_time=format_timestamp(rx.received_at), interval=interval, status=status
+        )
+
+    @on(Action.heartbeat)
+    async def on_heartbeat(self, **_: Any) -> call_result.Heartbeat:
+        rx = self.incoming
+        self.touch_state(last_seen=rx.received_at)
+        return call_result.Heartbeat(current_time=format_timestamp(rx.received_at))
+
+    @on(Action.status_notification)
+    async def on_status_notification(
+        self, connector_id: int, error_code: str, status: str, **kwargs: Any
+    ) -> call_result.StatusNotification:
+        rx = self.incoming
+        ref = ConnectorRef(connector_id=connector_id)
+        charger_time = parse_timestamp(kwargs.get("timestamp"))
+        vendor_id = kwargs.get("vendor_id")
+        vendor_error_code = kwargs.get("vendor_error_code")
+        info = kwargs.get("info")
+        previous = self.set_connector(
+            ref,
+            normalize_status(status),
+            status,
+            error_code=error_code,
+            vendor_id=vendor_id,
+            vendor_error_code=vendor_error_code,
+            info=info,
+            charger_time=charger_time,
+        )
+        self.touch_state(last_seen=rx.received_at)
+        before = (
+            fault_signature(
+                previous.raw_status, previous.error_code or "NoError", previous.vendor_error_code
+            )
+            if previous is not None
+            else None
+        )
+        now = fault_signature(status, error_code, vendor_error_code)
+        common = {
+            "charger_id": self.charger_id,
+            "received_at": rx.received_at,
+            "charger_time": charger_time,
+            "connector": ref,
+            "source": "status_notification",
+        }
+        if before is not None and before != now:
+            self.emit(
+                FaultCleared(
+                    **common,
+                    error_code=before[0],
+                    vendor_error_code=before[1],
+                    vendor_id=previous.vendor_id if previous else None,
+                    severity=faults.severity(
+                        faulted=False, error_code=before[0], vendor_error_code=before[1]
+                    ),
+                )
+            )
+        if now is not None and (before != now):
+            self.emit(
+                FaultRaised(
+                    **common,
+                    error_code=now[0],
+                    vendor_error_code=now[1],
+                    vendor_id=vendor_id,
+                    info=info,
+                    severity=faults.severity(
+                        faulted=status == "Faulted",
+                        error_code=error_code,
+                        vendor_error_code=vendor_error_code,
+                    ),
+                )
+            )
+        return call_result.StatusNotification()
+
+    @on(Action.authorize)
+    async def on_authorize(self, id_tag: str, **_: Any) -> call_result.Authorize:
+        verdict = await authorize(self.ctx, id_tag)
+        return call_result.Authorize(
+            id_tag_info=_id_tag_info(verdict.status, verdict.expires_at, verdict.group_id)
+        )
+
+    @on(Action.start_transaction)
+    async def on_start_transaction(
+        self, connector_id: int, id_tag: str, meter_start: int, timestamp: str, **_: Any
+    ) -> call_result.StartTransaction:
+        verdict = await authorize(self.ctx, id_tag)
+        transaction_id = await start_transaction_16(
+            self,
+            connector_id=connector_id,
+            id_tag=id_tag,
+            meter_start=meter_start,
+            timestamp=timestamp,
+        )
+        return call_result.StartTransaction(
+            transaction_id=transaction_id,
+            id_tag_info=_id_tag_info(verdict.status, verdict.expires_at, verdict.group_id),
+        )
+
+    @on(Action.stop_transaction)
+    async def on_stop_transaction(
+        self, meter_stop: int, timestamp: str, transaction_id: int, **kwargs: Any
+    ) -> call_result.StopTransaction:
+        id_tag = kwargs.get("id_tag")
+        for sample in kwargs.get("transaction_data") or []:
+            self._store_meter_value(0, str(transaction_id), sample)
+        stop_transaction(
+            self,
+            transaction_id=str(transaction_id),
+            meter_stop=float(meter_stop),
+            timestamp=timestamp,
+            reason=kwargs.get("reason") or "Local",
+        )
+        if id_tag is None:
+            return call_result.StopTransaction()
+        verdict = await authorize(self.ctx, id_tag)
+        return call_result.StopTransaction(id_tag_info=_id_tag_info(verdict.status))
+
+    @on(Action.meter_values)
+    async def on_meter_values(
+        self, connector_id: int, meter_value: list[dict[str, Any]], **kwargs: Any
+    ) -> call_result.MeterValues:
+        rx = self.incoming
+        tx = kwargs.get("transaction_id")
+        tx_id = str(tx) if tx is not None else None
+        keys = [self._store_meter_value(connector_id, tx_id, sample) for sample in meter_value]
+        self.emit(
+            MeterValuesReceived(
+                event_id=stable_event_id(self.charger_id, "meter", *keys),
+                charger_id=self.charger_id,
+                received_at=rx.received_at,
+                charger_time=parse_timestamp(meter_value[0].get("timestamp")),
+                connector=ConnectorRef(connector_id=connector_id),
+                transaction_id=tx_id,
+                samples=meter_value,
+            )
+        )
+        return call_result.MeterValues()
+
+    def _store_meter_value(
+        self, connector_id: int, transaction_id: str | None, sample: dict[str, Any]
+    ) -> str:
+        rx = self.incoming
+        ts = sample.get("timestamp")
+        key = hashlib.sha256(
+            f"{self.charger_id}|{connector_id}|{ts}|{transaction_id}".encode()
+        ).hexdigest()
+        state.meter_values(
+            rx.writes,
+            key,
+            self.charger_id,
+            str(connector_id),
+            transaction_id,
+            parse_timestamp(ts),
+            rx.received_at,
+            sample.get("sampled_value", []),
+        )
+        return key
+
+    @on(Action.data_transfer)
+    async def on_data_transfer(self, **_: Any) -> call_result.DataTransfer:
+        # No vendor extensions are registered: the spec's answer is UnknownVendorId.
+        return call_result.DataTransfer(status="UnknownVendorId")
+
+    @on(Action.diagnostics_status_notification)
+    async def on_diagnostics_status_notification(
+        self, status: str, **_: Any
+    ) -> call_result.DiagnosticsStatusNotification:
+        self._firmware_event("diagnostics", status, None)
+        return call_result.DiagnosticsStatusNotification()
+
+    @on(Action.firmware_status_notification)
+    async def on_firmware_status_notification(
+        self, status: str, **_: Any
+    ) -> call_result.FirmwareStatusNotification:
+        self._firmware_event("firmware", status, None)
+        self.touch_state(firmware_status=status)
+        return call_result.FirmwareStatusNotification()
+
+    @on(Action.signed_firmware_status_notification)
+    async def on_signed_firmware_status_notification(
+        self, status: str, **kwargs: Any
+    ) -> call_result.SignedFirmwareStatusNotification:
+        self._firmware_event("signed_firmware", status, kwargs.get("request_id"))
+        self.touch_state(firmware_status=status)
+        return call_result.SignedFirmwareStatusNotification()
+
+    @on(Action.log_status_notification)
+    async def on_log_status_notification(
+        self, status: str, **kwargs: Any
+    ) -> call_result.LogStatusNotification:
+        self._firmware_event("log", status, kwargs.get("request_id"))
+        return call_result.LogStatusNotification()
+
+    def _firmware_event(self, kind: FirmwareKind, status: str, request_id: int | None) -> None:
+        rx = self.incoming
+        self.emit(
+            FirmwareStatusChanged(
+                charger_id=self.charger_id,
+                received_at=rx.received_at,
+                kind=kind,
+                status=status,
+                request_id=request_id,
+            )
+        )
+
+    @on(Action.security_event_notification)
+    async def on_security_event_notification(
+        self, type: str, timestamp: str, **kwargs: Any
+    ) -> call_result.SecurityEventNotification:
+        rx = self.incoming
+        self.emit(
+            SecurityEventReported(
+                event_id=stable_event_id(self.charger_id, "security", type, timestamp),
+                charger_id=self.charger_id,
+                received_at=rx.received_at,
+                charger_time=parse_timestamp(timestamp),
+                event_type=type,
+                tech_info=kwargs.get("tech_info"),
+            )
+        )
+        return call_result.SecurityEventNotification()
+
+    @on(Action.sign_certificate)
+    async def on_sign_certificate(self, **_: Any) -> call_result.SignCertificate:
+        # ChargeOps does not run a certificate authority (yet): refuse explicitly.
+        return call_result.SignCertificate(status="Rejected")

@@ -1,0 +1,314 @@
+"""Handlers for every message an OCPP 2.0.1 charging station sends to the CSMS."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from ocpp.v201 import ChargePoint, call_result
+from ocpp.v201.enums import Action
+
+from csms import faults, state
+from csms.authorization import authorize
+from csms.protocol.routing import on
+from csms.protocol.timestamps import format_timestamp, parse_timestamp
+from csms.session import OcppSession, stable_event_id
+from csms.transactions import start_transaction_201, stop_transaction
+from csms.v201.translate import normalize_status, problem_report
+from services.bus.contracts import (
+    ChargerBooted,
+    ConnectorRef,
+    FaultCleared,
+    FaultRaised,
+    FirmwareKind,
+    FirmwareStatusChanged,
+    MeterValuesReceived,
+    NormalizedStatus,
+    SecurityEventReported,
+)
+
+
+def _id_token_info(status: str, expires_at: Any = None, group: str | None = None) -> dict[str, Any]:
+    info: dict[str, Any] = {"status": status}
+    if expires_at is not None:
+        info["cacheExpiryDateTime"] = format_timestamp(expires_at)
+    if group:
+        info["groupIdToken"] = {"idToken": group, "type": "Central"}
+    return info
+
+
+class V201Session(OcppSession, ChargePoint):  # type: ignore[misc]
+    ocpp_version = "2.0.1"
+    action_enum = Action
+
+    @on(Action.boot_notification)
+    async def on_boot_notification(
+        self, charging_station: dict[str, Any], reason: str, **_: Any
+    ) -> call_result.BootNotification:
+        rx = self.incoming
+        status = "Accepted" if self.identity.registration_status == "accepted" else "Pending"
+        vendor = charging_station["vendor_name"]
+        model = charging_station["model"]
+        serial = charging_station.get("serial_number")
+        firmware = charging_station.get("firmware_version")
+        self.touch_state(
+            vendor=vendor,
+            model=model,
+            serial_number=serial,
+            firmware_version=firmware,
+            last_boot_at=rx.received_at,
+            last_seen=rx.received_at,
+        )
+        self.emit(
+            ChargerBooted(
+                charger_id=self.charger_id,
+                received_at=rx.received_at,
+                ocpp_version="2.0.1",
+                vendor=vendor,
+                model=model,
+                serial_number=serial,
+                firmware_version=firmware,
+                reason=reason,
+                registration_status=status,
+            )
+        )
+        return call_result.BootNotification(
+            current_time=format_timestamp(rx.received_at),
+            interval=self.ctx.settings.heartbeat_interval,
+            status=status,
+        )
+
+    @on(Action.heartbeat)
+    async def on_heartbeat(self, **_: Any) -> call_result.Heartbeat:
+        rx = self.incoming
+        self.touch_state(last_seen=rx.received_at)
+        return call_result.Heartbeat(current_time=format_timestamp(rx.received_at))
+
+    @on(Action.status_notification)
+    async def on_status_notification(
+        self, timestamp: str, connector_status: str, evse_id: int, connector_id: int, **_: Any
+    ) -> call_result.StatusNotification:
+        rx = self.incoming
+        ref = ConnectorRef(evse_id=evse_id, connector_id=connector_id)
+        charger_time = parse_timestamp(timestamp)
+        status = normalize_status(connector_status)
+        previous = self.set_connector(
+            ref,
+            status,
+            connector_status,
+            charger_time=charger_time,
+            error_code="Faulted" if status is NormalizedStatus.faulted else None,
+        )
+        self.touch_state(last_seen=rx.received_at)
+        was_faulted = previous is not None and previous.status is NormalizedStatus.faulted
+        common = {
+            "charger_id": self.charger_id,
+            "received_at": rx.received_at,
+            "charger_time": charger_time,
+            "connector": ref,
+            "source": "status_notification",
+            "error_code": "Faulted",
+        }
+        if status is NormalizedStatus.faulted and not was_faulted:
+            self.emit(
+                FaultRaised(**common, severity=faults.severity(faulted=True, error_code=None))
+            )
+        elif was_faulted and status is not NormalizedStatus.faulted:
+            self.emit(
+                FaultCleared(**common, severity=faults.severity(faulted=False, error_code=None))
+            )
+        return call_result.StatusNotification()
+
+    @on(Action.notify_event)
+    async def on_notify_event(
+        self, generated_at: str, event_data: list[dict[str, Any]], **_: Any
+    ) -> call_result.NotifyEvent:
+        rx = self.incoming
+        for entry in event_data:
+            report = problem_report(entry)
+            if report is None:
+                continue
+            event_cls = FaultRaised if report.raised else FaultCleared
+            self.emit(
+                event_cls(
+                    event_id=stable_event_id(
+                        self.charger_id,
+                        "notify-event",
+                        report.event_id,
+                        report.timestamp,
+                        report.raised,
+                    ),
+                    charger_id=self.charger_id,
+                    received_at=rx.received_at,
+                    charger_time=parse_timestamp(report.timestamp) or parse_timestamp(generated_at),
+                    connector=report.connector,
+                    source="notify_event",
+                    error_code=report.error_code,
+                    tech_code=report.tech_code,
+                    info=report.tech_info,
+                    vendor_id=faults.CHARGEX_VENDOR_ID
+                    if report.tech_code in faults.chargex_codes()
+                    else None,
+                    severity=faults.severity(
+                        faulted=report.raised, error_code=None, vendor_error_code=report.tech_code
+                    ),
+                    component=report.component,
+                    variable=report.variable,
+                    event_code=report.event_id,
+                )
+            )
+        return call_result.NotifyEvent()
+
+    @on(Action.security_event_notification)
+    async def on_security_event_notification(
+        self, type: str, timestamp: str, **kwargs: Any
+    ) -> call_result.SecurityEventNotification:
+        rx = self.incoming
+        self.emit(
+            SecurityEventReported(
+                event_id=stable_event_id(self.charger_id, "security", type, timestamp),
+                charger_id=self.charger_id,
+                received_at=rx.received_at,
+                charger_time=parse_timestamp(timestamp),
+                event_type=type,
+                tech_info=kwargs.get("tech_info"),
+            )
+        )
+        return call_result.SecurityEventNotification()
+
+    @on(Action.authorize)
+    async def on_authorize(self, id_token: dict[str, Any], **_: Any) -> call_result.Authorize:
+        verdict = await authorize(self.ctx, id_token.get("id_token"))
+        return call_result.Authorize(
+            id_token_info=_id_token_info(verdict.status, verdict.expires_at, verdict.group_id)
+        )
+
+    @on(Action.transaction_event)
+    async def on_transaction_event(
+        self,
+        event_type: str,
+        timestamp: str,
+        trigger_reason: str,
+        transaction_info: dict[str, Any],
+        **kwargs: Any,
+    ) -> call_result.TransactionEvent:
+        transaction_id = transaction_info["transaction_id"]
+        evse = kwargs.get("evse") or {}
+        connector = ConnectorRef(evse_id=evse.get("id"), connector_id=evse.get("connector_id"))
+        id_token = (kwargs.get("id_token") or {}).get("id_token")
+        samples = kwargs.get("meter_value") or []
+        for sample in samples:
+            self._store_meter_value(connector, transaction_id, sample)
+        energy = _energy_wh(samples)
+        if event_type == "Started":
+            start_transaction_201(
+                self,
+                transaction_id=transaction_id,
+                connector=connector,
+                id_token=id_token,
+                meter_start_wh=energy,
+                timestamp=timestamp,
+            )
+        elif event_type == "Ended":
+            stop_transaction(
+                self,
+                transaction_id=transaction_id,
+                meter_stop=energy,
+                timestamp=timestamp,
+                reason=transaction_info.get("stopped_reason") or trigger_reason,
+            )
+        if id_token is None:
+            return call_result.TransactionEvent()
+        verdict = await authorize(self.ctx, id_token)
+        return call_result.TransactionEvent(
+            id_token_info=_id_token_info(verdict.status, verdict.expires_at, verdict.group_id)
+        )
+
+    @on(Action.meter_values)
+    async def on_meter_values(
+        self, evse_id: int, meter_value: list[dict[str, Any]], **_: Any
+    ) -> call_result.MeterValues:
+        rx = self.incoming
+        connector = ConnectorRef(evse_id=evse_id)
+        keys = [self._store_meter_value(connector, None, sample) for sample in meter_value]
+        self.emit(
+            MeterValuesReceived(
+                event_id=stable_event_id(self.charger_id, "meter", *keys),
+                charger_id=self.charger_id,
+                received_at=rx.received_at,
+                charger_time=parse_timestamp(meter_value[0].get("timestamp")),
+                connector=connector,
+                samples=meter_value,
+            )
+        )
+        return call_result.MeterValues()
+
+    def _store_meter_value(
+        self, connector: ConnectorRef, transaction_id: str | None, sample: dict[str, Any]
+    ) -> str:
+        rx = self.incoming
+        ts = sample.get("timestamp")
+        key = hashlib.sha256(
+            f"{self.charger_id}|{connector.key}|{ts}|{transaction_id}".encode()
+        ).hexdigest()
+        state.meter_values(
+            rx.writes,
+            key,
+            self.charger_id,
+            connector.key,
+            transaction_id,
+            parse_timestamp(ts),
+            rx.received_at,
+            sample.get("sampled_value", []),
+        )
+        return key
+
+    @on(Action.firmware_status_notification)
+    async def on_firmware_status_notification(
+        self, status: str, **kwargs: Any
+    ) -> call_result.FirmwareStatusNotification:
+        self._firmware_event("firmware", status, kwargs.get("request_id"))
+        self.touch_state(firmware_status=status)
+        return call_result.FirmwareStatusNotification()
+
+    @on(Action.log_status_notification)
+    async def on_log_status_notification(
+        self, status: str, **kwargs: Any
+    ) -> call_result.LogStatusNotification:
+        self._firmware_event("log", status, kwargs.get("request_id"))
+        return call_result.LogStatusNotification()
+
+    def _firmware_event(self, kind: FirmwareKind, status: str, request_id: int | None) -> None:
+        rx = self.incoming
+        self.emit(
+            FirmwareStatusChanged(
+                charger_id=self.charger_id,
+                received_at=rx.received_at,
+                kind=kind,
+                status=status,
+                request_id=request_id,
+            )
+        )
+
+    @on(Action.notify_report)
+    async def on_notify_report(self, **_: Any) -> call_result.NotifyReport:
+        # The report itself is kept in the raw message log; the device model store
+        # arrives with the get-base-report command.
+        return call_result.NotifyReport()
+
+    @on(Action.data_transfer)
+    async def on_data_transfer(self, **_: Any) -> call_result.DataTransfer:
+        return call_result.DataTransfer(status="UnknownVendorId")
+
+
+def _energy_wh(samples: list[dict[str, Any]]) -> float | None:
+    """The Energy.Active.Import.Register reading (Wh) of the last sample, if any."""
+    for sample in reversed(samples):
+        for value in sample.get("sampled_value", []):
+            measurand = value.get("measurand", "Energy.Active.Import.Register")
+            if measurand == "Energy.Active.Import.Register":
+                multiplier = (
+                    1000.0 if (value.get("unit_of_measure") or {}).get("unit") == "kWh" else 1.0
+                )
+                return float(value["value"]) * multiplier
+    return None

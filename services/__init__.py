@@ -1,0 +1,1 @@
+"""Shared kernel of ChargeOps: settings, database, bus, contracts, observability, CLI."""

@@ -1,0 +1,84 @@
+"""The bus interface every backend implements.
+
+Semantics (both backends): ``publish`` returns only once the events are durable; each
+subscriber is a durable, named consumer; an event is acknowledged after its handler
+returned, and redelivered otherwise (a handler that keeps failing is parked as a dead
+letter after ``max_attempts``). Redelivery is normal: consumers are idempotent on
+``event_id`` (see :mod:`services.bus.inbox`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+
+from services.bus.contracts import Event
+from services.committer import GroupCommitter, WriteSet
+
+EventHandler = Callable[[Event], Awaitable[None]]
+
+
+class UnsupportedBusURL(ValueError):
+    pass
+
+
+class Bus(ABC):
+    #: True when events can ride in the same database transaction as state writes.
+    transactional_outbox: bool = False
+
+    @abstractmethod
+    async def start(self) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Deliver or persist what is in flight, then stop."""
+
+    @abstractmethod
+    async def publish(self, events: Sequence[Event]) -> None:
+        """Durably publish ``events``; returns once they cannot be lost."""
+
+    def stage(self, events: Sequence[Event], writes: WriteSet) -> None:
+        """Add ``events`` to ``writes`` (only for backends with a transactional outbox)."""
+        raise NotImplementedError
+
+    @abstractmethod
+    def subscribe(self, consumer: str, types: Iterable[str], handler: EventHandler) -> None:
+        """Register a durable consumer for event ``types`` (call before ``start``)."""
+
+    @abstractmethod
+    async def ping(self) -> None:
+        """Raise if the bus cannot take events."""
+
+
+async def record(
+    committer: GroupCommitter, bus: Bus, writes: WriteSet, events: Sequence[Event]
+) -> None:
+    """Make state ``writes`` and ``events`` durable; return when both are.
+
+    With a transactional outbox both go in one group commit; otherwise the database
+    commit and the publish run concurrently and both must succeed.
+    """
+    if bus.transactional_outbox:
+        if events:
+            bus.stage(events, writes)
+        if writes:
+            await committer.commit(writes)
+        return
+    if writes and events:
+        await asyncio.gather(committer.commit(writes), bus.publish(events))
+    elif writes:
+        await committer.commit(writes)
+    elif events:
+        await bus.publish(events)
+
+
+def create_bus(url: str, committer: GroupCommitter) -> Bus:
+    if url.startswith("memory://"):
+        from services.bus.outbox import OutboxBus
+
+        return OutboxBus(committer)
+    raise UnsupportedBusURL(
+        f"unsupported CHARGEOPS_BUS_URL {url!r}: use memory:// "
+        "(nats:// arrives with distributed mode)"
+    )

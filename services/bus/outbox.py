@@ -1,0 +1,224 @@
+"""Embedded bus: events committed to the ``bus_outbox`` table, delivered in-process.
+
+Publishing adds outbox rows to the caller's group commit, so an event is durable in
+the same transaction as the state change it describes. One dispatcher task per
+consumer reads the outbox after its cursor, calls the handler, and advances the
+cursor; after a crash, whatever the cursor had not passed is delivered again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.bus.base import Bus, EventHandler
+from services.bus.contracts import Event, parse_event
+from services.bus.tables import ConsumerCursor, DeadLetter, OutboxEvent
+from services.committer import GroupCommitter, WriteSet
+from services.db import table_of, utcnow
+from services.observability import metrics
+
+log = logging.getLogger(__name__)
+
+OUTBOX = table_of(OutboxEvent)
+CURSORS = table_of(ConsumerCursor)
+DEAD_LETTERS = table_of(DeadLetter)
+
+
+@dataclass
+class _Consumer:
+    name: str
+    types: frozenset[str]
+    handler: EventHandler
+    wake: asyncio.Event
+    task: asyncio.Task[None] | None = None
+
+
+class OutboxBus(Bus):
+    transactional_outbox = True
+
+    def __init__(
+        self,
+        committer: GroupCommitter,
+        *,
+        engine: AsyncEngine | None = None,
+        page_size: int = 500,
+        max_attempts: int = 5,
+        retry_delay: float = 0.2,
+        idle_poll: float = 1.0,
+    ) -> None:
+        self._committer = committer
+        self._engine = engine if engine is not None else committer._engine
+        self._page_size = page_size
+        self._max_attempts = max_attempts
+        self._retry_delay = retry_delay
+        self._idle_poll = idle_poll
+        self._consumers: dict[str, _Consumer] = {}
+        self._started = False
+        committer.on_commit(self._wake_all)
+
+    def stage(self, events: Sequence[Event], writes: WriteSet) -> None:
+        for event in events:
+            # insert_ignore: events a charger may cause twice carry a deterministic id.
+            writes.insert_ignore(
+                OUTBOX,
+                {
+                    "event_id": event.event_id,
+                    "type": event.type,
+                    "charger_id": event.charger_id,
+                    "received_at": event.received_at,
+                    "payload": event.model_dump_json(),
+                },
+            )
+            metrics.EVENTS_PUBLISHED.labels(event.type).inc()
+
+    async def publish(self, events: Sequence[Event]) -> None:
+        if not events:
+            return
+        writes = WriteSet()
+        self.stage(events, writes)
+        await self._committer.commit(writes)
+
+    def subscribe(self, consumer: str, types: Iterable[str], handler: EventHandler) -> None:
+        if consumer in self._consumers:
+            raise ValueError(f"consumer {consumer!r} is already subscribed")
+        self._consumers[consumer] = _Consumer(consumer, frozenset(types), handler, asyncio.Event())
+        if self._started:
+            self._start_consumer(self._consumers[consumer])
+
+    async def start(self) -> None:
+        self._started = True
+        for consumer in self._consumers.values():
+            self._start_consumer(consumer)
+
+    def _start_consumer(self, consumer: _Consumer) -> None:
+        consumer.task = asyncio.create_task(self._dispatch(consumer), name=f"bus:{consumer.name}")
+
+    async def close(self) -> None:
+        self._started = False
+        for consumer in self._consumers.values():
+            if consumer.task is not None:
+                consumer.task.cancel()
+        for consumer in self._consumers.values():
+            if consumer.task is not None:
+                try:
+                    await consumer.task
+                except asyncio.CancelledError:
+                    pass
+                consumer.task = None
+
+    async def ping(self) -> None:
+        async with self._engine.connect() as conn:
+            await conn.execute(select(func.count()).select_from(CURSORS))
+
+    async def backlog(self) -> dict[str, int]:
+        async with self._engine.connect() as conn:
+            head = (await conn.execute(select(func.max(OUTBOX.c.seq)))).scalar() or 0
+            rows = (await conn.execute(select(CURSORS.c.consumer, CURSORS.c.position))).all()
+        positions = dict(rows)
+        return {name: head - positions.get(name, 0) for name in self._consumers}
+
+    def _wake_all(self) -> None:
+        for consumer in self._consumers.values():
+            consumer.wake.set()
+
+    async def _dispatch(self, consumer: _Consumer) -> None:
+        position = await self._load_cursor(consumer.name)
+        while True:
+            consumer.wake.clear()
+            try:
+                position = await self._drain(consumer, position)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("bus consumer %s: reading the outbox failed", consumer.name)
+            try:
+                await asyncio.wait_for(consumer.wake.wait(), self._idle_poll)
+            except TimeoutError:
+                pass
+
+    async def _load_cursor(self, name: str) -> int:
+        async with self._engine.begin() as conn:
+            pos = (
+                await conn.execute(select(CURSORS.c.position).where(CURSORS.c.consumer == name))
+            ).scalar()
+            if pos is None:
+                await conn.execute(
+                    CURSORS.insert().values(consumer=name, position=0, updated_at=utcnow())
+                )
+                pos = 0
+        return int(pos)
+
+    async def _drain(self, consumer: _Consumer, position: int) -> int:
+        while True:
+            async with self._engine.connect() as conn:
+                rows = (
+                    await conn.execute(
+                        select(OUTBOX.c.seq, OUTBOX.c.type, OUTBOX.c.event_id, OUTBOX.c.payload)
+                        .where(OUTBOX.c.seq > position)
+                        .order_by(OUTBOX.c.seq)
+                        .limit(self._page_size)
+                    )
+                ).all()
+            if not rows:
+                metrics.OUTBOX_BACKLOG.labels(consumer.name).set(0)
+                return position
+            head = rows[-1].seq
+            for row in rows:
+                if row.type in consumer.types:
+                    await self._deliver(consumer, row.event_id, row.type, row.payload)
+                position = row.seq
+            await self._save_cursor(consumer.name, head)
+            if len(rows) < self._page_size:
+                metrics.OUTBOX_BACKLOG.labels(consumer.name).set(0)
+                return position
+
+    async def _deliver(self, consumer: _Consumer, event_id: str, type_: str, payload: str) -> None:
+        error = ""
+        for attempt in range(1, self._max_attempts + 1):
+            try:
+                event = parse_event(payload)
+                await consumer.handler(event)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                log.warning(
+                    "bus consumer %s: event %s (%s) failed, attempt %d/%d: %s",
+                    consumer.name,
+                    event_id,
+                    type_,
+                    attempt,
+                    self._max_attempts,
+                    error,
+                )
+                metrics.EVENTS_DELIVERED.labels(consumer.name, "retry").inc()
+                await asyncio.sleep(self._retry_delay * attempt)
+                continue
+            metrics.EVENTS_DELIVERED.labels(consumer.name, "ok").inc()
+            return
+        metrics.EVENTS_DELIVERED.labels(consumer.name, "dead_letter").inc()
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                DEAD_LETTERS.insert().values(
+                    consumer=consumer.name,
+                    event_id=event_id,
+                    type=type_,
+                    attempts=self._max_attempts,
+                    error=error[:4000],
+                    created_at=utcnow(),
+                )
+            )
+
+    async def _save_cursor(self, name: str, position: int) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                CURSORS.update()
+                .where(CURSORS.c.consumer == name)
+                .values(position=position, updated_at=utcnow())
+            )

@@ -1,0 +1,203 @@
+"""Group commit: many callers' writes share one transaction.
+
+Decision (see PERFORMANCE.md): one SQLite commit per frame caps the server at a few
+thousand frames/s; batching up to ``batch_size`` write sets per transaction keeps every
+write durable before the caller is answered while paying one fsync per batch.
+
+A caller builds a :class:`WriteSet` (plain inserts that can be executed as one
+``executemany`` per table, plus ordered operations that need a connection) and awaits
+:meth:`GroupCommitter.commit`; it returns after the transaction holding it committed.
+If a batch fails, its write sets are retried one by one so that one bad write set
+fails alone and loses no other caller's data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Table
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from services.observability import metrics
+
+log = logging.getLogger(__name__)
+
+Operation = Callable[[AsyncConnection], Awaitable[Any]]
+CommitHook = Callable[[], None]
+
+
+@dataclass
+class WriteSet:
+    """Writes that must become durable together.
+
+    ``insert``: plain rows, one ``executemany`` per table in a batch.
+    ``insert_ignore``: rows skipped when their unique key exists (content de-duplication).
+    ``upsert``: rows keyed by primary key; within a batch the last one per key wins, and
+    only the given columns are updated.
+    ``then``: an operation on the connection, run in order after the rows above.
+    """
+
+    inserts: list[tuple[Table, dict[str, Any]]] = field(default_factory=list)
+    ignores: list[tuple[Table, dict[str, Any]]] = field(default_factory=list)
+    upserts: list[tuple[Table, dict[str, Any]]] = field(default_factory=list)
+    operations: list[Operation] = field(default_factory=list)
+
+    def insert(self, table: Table, row: dict[str, Any]) -> None:
+        self.inserts.append((table, row))
+
+    def insert_ignore(self, table: Table, row: dict[str, Any]) -> None:
+        self.ignores.append((table, row))
+
+    def upsert(self, table: Table, row: dict[str, Any]) -> None:
+        self.upserts.append((table, row))
+
+    def then(self, operation: Operation) -> None:
+        self.operations.append(operation)
+
+    def extend(self, other: WriteSet) -> None:
+        self.inserts.extend(other.inserts)
+        self.ignores.extend(other.ignores)
+        self.upserts.extend(other.upserts)
+        self.operations.extend(other.operations)
+
+    def __bool__(self) -> bool:
+        return bool(self.inserts or self.ignores or self.upserts or self.operations)
+
+
+@dataclass
+class _Pending:
+    writes: WriteSet
+    future: asyncio.Future[list[Any]] | None
+
+
+class CommitterClosed(RuntimeError):
+    pass
+
+
+class GroupCommitter:
+    def __init__(self, engine: AsyncEngine, *, batch_size: int = 200) -> None:
+        self._engine = engine
+        self._batch_size = batch_size
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._hooks: list[CommitHook] = []
+        self._closed = False
+
+    def on_commit(self, hook: CommitHook) -> None:
+        self._hooks.append(hook)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="group-committer")
+
+    async def commit(self, writes: WriteSet) -> list[Any]:
+        """Durably commit ``writes``; returns the results of its operations."""
+        if self._closed:
+            raise CommitterClosed("the committer is closed")
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Pending(writes, future))
+        metrics.COMMIT_QUEUE.set(self._queue.qsize())
+        return await future
+
+    def submit(self, writes: WriteSet) -> None:
+        """Queue ``writes`` for the next batch without waiting (e.g. outgoing frame log)."""
+        if not self._closed:
+            self._queue.put_nowait(_Pending(writes, None))
+
+    async def close(self) -> None:
+        """Flush everything queued, then stop."""
+        self._closed = True
+        if self._task is not None:
+            while not self._queue.empty():
+                await asyncio.sleep(0.01)
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            first = await self._queue.get()
+            batch = [first]
+            while len(batch) < self._batch_size and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            metrics.COMMIT_QUEUE.set(self._queue.qsize())
+            await self._commit_batch(batch)
+
+    async def _commit_batch(self, batch: list[_Pending]) -> None:
+        with metrics.COMMIT_SECONDS.time():
+            try:
+                results = await self._execute(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("batch of %d write sets failed; retrying one by one", len(batch))
+                results = None
+        if results is not None:
+            metrics.COMMIT_BATCH_SIZE.observe(len(batch))
+            self._after_commit()
+            for pending, result in zip(batch, results, strict=True):
+                if pending.future is not None and not pending.future.done():
+                    pending.future.set_result(result)
+            return
+        for pending in batch:
+            try:
+                (result,) = await self._execute([pending])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception("write set failed")
+                metrics.COMMIT_FAILURES.inc()
+                if pending.future is not None and not pending.future.done():
+                    pending.future.set_exception(exc)
+                continue
+            self._after_commit()
+            if pending.future is not None and not pending.future.done():
+                pending.future.set_result(result)
+
+    async def _execute(self, batch: list[_Pending]) -> list[list[Any]]:
+        inserts: dict[Table, list[dict[str, Any]]] = {}
+        ignores: dict[Table, list[dict[str, Any]]] = {}
+        upserts: dict[tuple[Table, tuple[str, ...]], dict[tuple[Any, ...], dict[str, Any]]] = {}
+        for pending in batch:
+            for table, row in pending.writes.inserts:
+                inserts.setdefault(table, []).append(row)
+            for table, row in pending.writes.ignores:
+                ignores.setdefault(table, []).append(row)
+            for table, row in pending.writes.upserts:
+                pk = tuple(row[c.name] for c in table.primary_key.columns)
+                upserts.setdefault((table, tuple(sorted(row))), {})[pk] = row
+        results: list[list[Any]] = []
+        async with self._engine.begin() as conn:
+            insert_fn = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+            for table, rows in inserts.items():
+                await conn.execute(table.insert(), rows)
+            for table, rows in ignores.items():
+                await conn.execute(insert_fn(table).on_conflict_do_nothing(), rows)
+            for (table, columns), by_key in upserts.items():
+                stmt = insert_fn(table)
+                keys = [c.name for c in table.primary_key.columns]
+                update = {c: stmt.excluded[c] for c in columns if c not in keys}
+                if update:
+                    stmt = stmt.on_conflict_do_update(index_elements=keys, set_=update)
+                else:
+                    stmt = stmt.on_conflict_do_nothing()
+                await conn.execute(stmt, list(by_key.values()))
+            for pending in batch:
+                results.append([await op(conn) for op in pending.writes.operations])
+        return results
+
+    def _after_commit(self) -> None:
+        for hook in self._hooks:
+            try:
+                hook()
+            except Exception:
+                log.exception("commit hook failed")

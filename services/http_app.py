@@ -1,0 +1,55 @@
+"""The FastAPI application: one app assembled from the routers each package owns."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from services.bus import Bus
+from services.db import Database
+from services.observability.metrics import REGISTRY
+from services.problems import install as install_problems
+from services.problems import problem_response
+
+API_DESCRIPTION = """ChargeOps: O&M backbone of an EV charging network.
+
+Authenticate with `Authorization: Bearer <token>`. Errors are RFC 9457 problem documents
+(`application/problem+json`)."""
+
+
+def create_app(db: Database, bus: Bus, routers: Iterable[APIRouter]) -> FastAPI:
+    app = FastAPI(title="ChargeOps", version="0.1.0", description=API_DESCRIPTION)
+    app.state.db = db
+    app.state.bus = bus
+    install_problems(app)
+    for router in routers:
+        app.include_router(router)
+
+    @app.get("/healthz", tags=["operations"])
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"], response_model=None)
+    async def readyz(request: Request) -> Response | dict[str, str]:
+        """Readiness: the database and the bus answer."""
+        checks: dict[str, str] = {}
+        for name, probe in (("database", db.ping), ("bus", bus.ping)):
+            try:
+                await probe()
+                checks[name] = "ok"
+            except Exception as exc:
+                checks[name] = f"{type(exc).__name__}: {exc}"
+        if all(v == "ok" for v in checks.values()):
+            return {"status": "ready", **checks}
+        return problem_response(
+            request, 503, "Not ready", "a dependency is unavailable", checks=checks
+        )
+
+    @app.get("/metrics", tags=["operations"], include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,115 @@
+"""Prometheus metrics of ChargeOps, all in one registry.
+
+Never a charger id as a label: labels here are bounded sets (OCPP version, action,
+error code, reason, consumer name). Charger ids go to logs.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+CHARGERS_CONNECTED = Gauge(
+    "chargeops_chargers_connected",
+    "Chargers with an open OCPP WebSocket on this node, by OCPP version",
+    ["ocpp_version"],
+    registry=REGISTRY,
+)
+FRAMES = Counter(
+    "chargeops_ocpp_frames_total",
+    "OCPP frames by direction (in/out), message type and action",
+    ["direction", "message_type", "action"],
+    registry=REGISTRY,
+)
+CALL_ERRORS = Counter(
+    "chargeops_ocpp_callerrors_total",
+    "CALLERRORs sent to chargers, by OCPP-J error code",
+    ["code"],
+    registry=REGISTRY,
+)
+HANDSHAKES_REFUSED = Counter(
+    "chargeops_ocpp_handshakes_refused_total",
+    "WebSocket handshakes refused before the upgrade, by reason",
+    ["reason"],
+    registry=REGISTRY,
+)
+AUTH_FAILURES = Counter(
+    "chargeops_ocpp_auth_failures_total",
+    "Charger authentication failures, by reason",
+    ["reason"],
+    registry=REGISTRY,
+)
+HANDLER_SECONDS = Histogram(
+    "chargeops_ocpp_handler_seconds",
+    "Time from a CALL received to its CALLRESULT sent (includes the durable commit)",
+    ["action"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+    registry=REGISTRY,
+)
+FRAMES_LIMITED = Counter(
+    "chargeops_ocpp_frames_limited_total",
+    "Frames refused (oversized: connection closed 1009) or delayed (throttled), by reason",
+    ["reason"],
+    registry=REGISTRY,
+)
+CHARGER_STATE_CHANGES = Counter(
+    "chargeops_charger_connectivity_changes_total",
+    "Charger online/offline transitions",
+    ["state"],
+    registry=REGISTRY,
+)
+COMMANDS = Counter(
+    "chargeops_ocpp_commands_total",
+    "Commands sent to chargers, by action and outcome",
+    ["action", "outcome"],
+    registry=REGISTRY,
+)
+
+OUTBOX_BACKLOG = Gauge(
+    "chargeops_bus_outbox_backlog",
+    "Events committed to the outbox and not yet delivered, per consumer",
+    ["consumer"],
+    registry=REGISTRY,
+)
+EVENTS_PUBLISHED = Counter(
+    "chargeops_bus_events_published_total",
+    "Events published on the bus, by type",
+    ["type"],
+    registry=REGISTRY,
+)
+EVENTS_DELIVERED = Counter(
+    "chargeops_bus_events_delivered_total",
+    "Events handled by a consumer, by consumer and outcome (ok, retry, dead_letter)",
+    ["consumer", "outcome"],
+    registry=REGISTRY,
+)
+
+COMMIT_BATCH_SIZE = Histogram(
+    "chargeops_db_commit_batch_size",
+    "Write sets per group commit",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+    registry=REGISTRY,
+)
+COMMIT_SECONDS = Histogram(
+    "chargeops_db_commit_seconds",
+    "Duration of one group commit",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+    registry=REGISTRY,
+)
+COMMIT_QUEUE = Gauge(
+    "chargeops_db_commit_queue",
+    "Write sets waiting for the next group commit",
+    registry=REGISTRY,
+)
+COMMIT_FAILURES = Counter(
+    "chargeops_db_commit_failures_total",
+    "Write sets that failed to commit (the caller got an error)",
+    registry=REGISTRY,
+)
+HTTP_AUTH_FAILURES = Counter(
+    "chargeops_http_auth_failures_total",
+    "HTTP API requests refused for authentication",
+    ["reason"],
+    registry=REGISTRY,
+)

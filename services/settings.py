@@ -1,0 +1,73 @@
+"""Process settings, read from the environment (prefix ``CHARGEOPS_``) and ``.env``.
+
+Every setting is listed in the README's settings table; keep the two in step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRETS = {"changeme", "change-me", "admin", "secret", "password", ""}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CHARGEOPS_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    environment: Literal["development", "test", "production"] = "development"
+    database_url: str = "sqlite+aiosqlite:///./var/chargeops.db"
+    bus_url: str = "memory://"
+    node_id: str = Field(default="node-1", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+
+    ocpp_host: str = "0.0.0.0"
+    ocpp_port: int = Field(default=9000, ge=0, le=65535)
+    http_host: str = "0.0.0.0"
+    http_port: int = Field(default=8000, ge=0, le=65535)
+
+    heartbeat_interval: int = Field(default=300, ge=1, le=86400)
+    offline_grace: float = Field(default=60.0, ge=0)
+    ping_interval: float | None = Field(default=30.0, gt=0)
+    ping_timeout: float | None = Field(default=30.0, gt=0)
+    max_frame_bytes: int = Field(default=256 * 1024, ge=1024)
+    frames_per_second: float = Field(default=200.0, gt=0)
+    frame_burst: int = Field(default=400, ge=1)
+    call_timeout: float = Field(default=30.0, gt=0)
+
+    allow_unknown_chargers: bool = False
+    authorize_accept_all: bool = False
+    auth_failures_per_minute: int = Field(default=10, ge=1)
+
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+
+    admin_token: SecretStr | None = None
+    message_log_retention_days: int = Field(default=30, ge=0)
+    commit_batch_size: int = Field(default=200, ge=1, le=5000)
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.environment == "production":
+            token = self.admin_token.get_secret_value() if self.admin_token else None
+            if token is not None and token.lower() in PLACEHOLDER_SECRETS:
+                raise ValueError("CHARGEOPS_ADMIN_TOKEN is a placeholder; set a real secret")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("CHARGEOPS_TLS_CERT and CHARGEOPS_TLS_KEY must be set together")
+        if self.tls_ca is not None and self.tls_cert is None:
+            raise ValueError("CHARGEOPS_TLS_CA needs CHARGEOPS_TLS_CERT and CHARGEOPS_TLS_KEY")
+        return self
+
+    @property
+    def tls_enabled(self) -> bool:
+        return self.tls_cert is not None
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")

@@ -1,0 +1,160 @@
+"""An OCPP 1.6 charge point boots, heartbeats, faults and recovers, charges; the test
+reads live state, events and status history through the HTTP API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ocpp.v16 import call
+
+from tests.conftest import Running, charge_point, eventually, register
+
+
+async def _events(
+    running: Running, charger_id: str, type_: str | None = None
+) -> list[dict[str, Any]]:
+    params = {"limit": 1000, **({"type": type_} if type_ else {})}
+    r = await running.api.get(f"/api/v1/chargers/{charger_id}/events", params=params)
+    assert r.status_code == 200, r.text
+    items: list[dict[str, Any]] = r.json()["items"]
+    return list(reversed(items))
+
+
+async def test_boot_heartbeat_fault_recover_and_transaction(running: Running) -> None:
+    await register(running.api, "CP-16-A", site="depot-1")
+    await running.api.post("/api/v1/id-tokens", json={"token": "TAG-1"})
+
+    async with charge_point(running, "CP-16-A") as cp:
+        boot = await cp.call(
+            call.BootNotification(
+                charge_point_model="M1",
+                charge_point_vendor="VendorX",
+                charge_point_serial_number="SN-1",
+                firmware_version="1.2.3",
+            )
+        )
+        assert boot.status == "Accepted"
+        assert boot.interval == 60
+        assert boot.current_time.endswith("Z")
+
+        hb = await cp.call(call.Heartbeat())
+        assert hb.current_time
+
+        await cp.call(
+            call.StatusNotification(connector_id=1, error_code="NoError", status="Available")
+        )
+        await cp.call(
+            call.StatusNotification(
+                connector_id=1,
+                error_code="GroundFailure",
+                status="Faulted",
+                vendor_id="https://chargex.inl.gov",
+                vendor_error_code="CX002",
+                info="ground fault",
+                timestamp="2026-11-27T10:00:00Z",
+            )
+        )
+        live = (await running.api.get("/api/v1/chargers/CP-16-A")).json()
+        assert live["online"] is True
+        assert live["ocpp_version"] == "1.6"
+        assert live["boot"]["vendor"] == "VendorX"
+        assert live["boot"]["serial_number"] == "SN-1"
+        [conn] = live["connectors"]
+        assert conn["connector"] == "1"
+        assert conn["status"] == "faulted"
+        assert conn["error_code"] == "GroundFailure"
+        assert conn["vendor_error_code"] == "CX002"
+
+        await cp.call(
+            call.StatusNotification(connector_id=1, error_code="NoError", status="Available")
+        )
+
+        start = await cp.call(
+            call.StartTransaction(
+                connector_id=1, id_tag="TAG-1", meter_start=1000, timestamp="2026-11-27T10:05:00Z"
+            )
+        )
+        assert start.id_tag_info["status"] == "Accepted"
+        # A retry of the same start (new message id, same content) is the same transaction.
+        again = await cp.call(
+            call.StartTransaction(
+                connector_id=1, id_tag="TAG-1", meter_start=1000, timestamp="2026-11-27T10:05:00Z"
+            )
+        )
+        assert again.transaction_id == start.transaction_id
+        await cp.call(
+            call.MeterValues(
+                connector_id=1,
+                transaction_id=start.transaction_id,
+                meter_value=[
+                    {"timestamp": "2026-11-27T10:06:00Z", "sampledValue": [{"value": "1500"}]}
+                ],
+            )
+        )
+        stop = await cp.call(
+            call.StopTransaction(
+                meter_stop=5000,
+                timestamp="2026-11-27T10:30:00Z",
+                transaction_id=start.transaction_id,
+                id_tag="TAG-1",
+            )
+        )
+        assert stop.id_tag_info["status"] == "Accepted"
+
+        unknown = await cp.call(call.Authorize(id_tag="NOPE"))
+        assert unknown.id_tag_info["status"] == "Invalid"
+
+    types = [e["type"] for e in await _events(running, "CP-16-A")]
+    assert types[:3] == ["ChargerConnected", "ChargerOnline", "ChargerBooted"]
+    assert types.count("FaultRaised") == 1
+    assert types.count("FaultCleared") == 1
+    assert types.count("TransactionStarted") == 1
+    assert types.count("TransactionEnded") == 1
+    assert types.count("MeterValuesReceived") == 1
+    [raised] = await _events(running, "CP-16-A", "FaultRaised")
+    payload = raised["payload"]
+    assert payload["error_code"] == "GroundFailure"
+    assert payload["vendor_error_code"] == "CX002"
+    assert payload["severity"] == "critical"
+    assert payload["charger_time"].startswith("2026-11-27T10:00:00")
+    assert payload["received_at"]
+
+    # The fault reached ticketing through the bus.
+    async def ticketing_has_both() -> list[dict[str, Any]] | None:
+        r = await running.api.get("/api/v1/faults", params={"charger_id": "CP-16-A"})
+        rows: list[dict[str, Any]] = r.json()
+        return rows if len(rows) == 2 else None
+
+    faults = await eventually(ticketing_has_both)
+    assert {f["kind"] for f in faults} == {"raised", "cleared"}
+
+    history = (
+        await running.api.get(
+            "/api/v1/chargers/CP-16-A/status-history",
+            params={"kind": "connector", "connector": "1"},
+        )
+    ).json()
+    assert [h["status"] for h in history] == ["available", "faulted", "available"]
+    for earlier, later in zip(history, history[1:], strict=False):
+        assert earlier["ended_at"] == later["started_at"]
+    assert history[-1]["ended_at"] is None
+
+    # Offline after the grace once the socket is gone.
+    async def offline() -> bool:
+        body = (await running.api.get("/api/v1/chargers/CP-16-A")).json()
+        return body["online"] is False
+
+    await eventually(offline)
+    connectivity = (
+        await running.api.get(
+            "/api/v1/chargers/CP-16-A/status-history", params={"kind": "connectivity"}
+        )
+    ).json()
+    assert [h["status"] for h in connectivity] == ["online", "offline"]
+
+    messages = (
+        await running.api.get("/api/v1/chargers/CP-16-A/messages", params={"limit": 1000})
+    ).json()["items"]
+    actions_in = {m["action"] for m in messages if m["direction"] == "in"}
+    assert {"BootNotification", "Heartbeat", "StatusNotification", "StartTransaction"} <= actions_in
+    assert any(m["direction"] == "out" and m["message_type"] == 3 for m in messages)
