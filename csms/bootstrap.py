@@ -11,6 +11,7 @@ from fastapi import APIRouter
 from csms import api
 from csms.context import CsmsContext
 from csms.presence import Presence
+from csms.retention import RetentionJob
 from csms.server import OcppServer
 from services.bus import Bus
 from services.committer import GroupCommitter
@@ -23,6 +24,7 @@ class CsmsRuntime:
     ctx: CsmsContext
     presence: Presence
     server: OcppServer
+    retention: RetentionJob
 
     @property
     def port(self) -> int | None:
@@ -31,11 +33,13 @@ class CsmsRuntime:
     async def start(self) -> None:
         await self.presence.start()
         await self.server.start()
+        self.retention.start()
 
     async def stop_accepting(self) -> None:
         await self.server.stop_accepting()
 
     async def stop(self) -> None:
+        await self.retention.stop()
         await self.server.close()
         await self.presence.stop()
 
@@ -50,7 +54,7 @@ def build(
     ctx = CsmsContext(settings=settings, db=db, committer=committer, bus=bus, clock=clock)
     presence = Presence(ctx)
     ctx.presence = presence
-    return CsmsRuntime(ctx, presence, OcppServer(ctx, presence))
+    return CsmsRuntime(ctx, presence, OcppServer(ctx, presence), RetentionJob(ctx))
 
 
 def routers() -> list[APIRouter]:

@@ -66,6 +66,7 @@ class OcppServer:
             max_size=s.max_frame_bytes,
             ping_interval=s.ping_interval,
             ping_timeout=s.ping_timeout,
+            close_timeout=s.close_timeout,
             compression=None,
             ssl=self._ssl,
             server_header="ChargeOps",

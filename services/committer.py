@@ -76,6 +76,9 @@ class _Pending:
     future: asyncio.Future[list[Any]] | None
 
 
+_STOP = _Pending(WriteSet(), None)
+
+
 class CommitterClosed(RuntimeError):
     pass
 
@@ -111,16 +114,13 @@ class GroupCommitter:
             self._queue.put_nowait(_Pending(writes, None))
 
     async def close(self) -> None:
-        """Flush everything queued, then stop."""
+        """Commit everything queued so far, then stop (later commits are refused)."""
+        if self._closed:
+            return
         self._closed = True
         if self._task is not None:
-            while not self._queue.empty():
-                await asyncio.sleep(0.01)
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            self._queue.put_nowait(_STOP)
+            await self._task
             self._task = None
 
     async def _run(self) -> None:
@@ -130,7 +130,12 @@ class GroupCommitter:
             while len(batch) < self._batch_size and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             metrics.COMMIT_QUEUE.set(self._queue.qsize())
-            await self._commit_batch(batch)
+            stop = any(p is _STOP for p in batch)
+            batch = [p for p in batch if p is not _STOP]
+            if batch:
+                await self._commit_batch(batch)
+            if stop:
+                return
 
     async def _commit_batch(self, batch: list[_Pending]) -> None:
         with metrics.COMMIT_SECONDS.time():

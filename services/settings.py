@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     offline_grace: float = Field(default=60.0, ge=0)
     ping_interval: float | None = Field(default=30.0, gt=0)
     ping_timeout: float | None = Field(default=30.0, gt=0)
+    close_timeout: float = Field(default=10.0, gt=0)
     max_frame_bytes: int = Field(default=256 * 1024, ge=1024)
     frames_per_second: float = Field(default=200.0, gt=0)
     frame_burst: int = Field(default=400, ge=1)

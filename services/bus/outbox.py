@@ -165,8 +165,9 @@ class OutboxBus(Bus):
                         .limit(self._page_size)
                     )
                 ).all()
+                newest = (await conn.execute(select(func.max(OUTBOX.c.seq)))).scalar() or 0
+            metrics.OUTBOX_BACKLOG.labels(consumer.name).set(max(0, newest - position))
             if not rows:
-                metrics.OUTBOX_BACKLOG.labels(consumer.name).set(0)
                 return position
             head = rows[-1].seq
             for row in rows:
@@ -174,8 +175,8 @@ class OutboxBus(Bus):
                     await self._deliver(consumer, row.event_id, row.type, row.payload)
                 position = row.seq
             await self._save_cursor(consumer.name, head)
+            metrics.OUTBOX_BACKLOG.labels(consumer.name).set(max(0, newest - position))
             if len(rows) < self._page_size:
-                metrics.OUTBOX_BACKLOG.labels(consumer.name).set(0)
                 return position
 
     async def _deliver(self, consumer: _Consumer, event_id: str, type_: str, payload: str) -> None:
