@@ -180,12 +180,23 @@ class Presence:
         while True:
             await asyncio.sleep(tick)
             try:
+                self._flush_last_seen()
                 self._close_silent()
                 await self._expire()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("presence check failed")
+
+    def _flush_last_seen(self) -> None:
+        """Write chargers' last-seen times once per tick instead of once per message."""
+        writes = WriteSet()
+        for session in self.sessions.values():
+            if session.last_seen != session.flushed_seen:
+                state.charger_state(writes, session.charger_id, last_seen=session.last_seen)
+                session.flushed_seen = session.last_seen
+        if writes:
+            self.ctx.committer.submit(writes)
 
     def _close_silent(self) -> None:
         cutoff = self.ctx.clock() - self._silence_limit

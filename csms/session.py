@@ -95,6 +95,7 @@ class OcppSession:
         super().__init__(  # type: ignore[call-arg]
             identity.charger_id, connection, response_timeout=ctx.settings.call_timeout
         )
+        type(self).routes()  # builds the class's route table once
         self.identity = identity
         self.charger_id = identity.charger_id
         self.ws = connection
@@ -102,6 +103,7 @@ class OcppSession:
         self.connectors: dict[str, ConnectorLive] = {}
         self.connected_at = ctx.clock()
         self.last_seen = self.connected_at
+        self.flushed_seen = self.connected_at
         self.rx: Incoming | None = None
         self.replaced = False
         self.silent = False
@@ -130,6 +132,22 @@ class OcppSession:
                 row.updated_at,
             )
 
+    async def registration_status(self) -> str:
+        """The registry's current status: a pending station keeps its connection and
+        retries BootNotification, so an operator's acceptance must reach it without a
+        reconnect (the status in ``identity`` is only what it was at the handshake)."""
+        from sqlalchemy import select
+
+        from csms.tables import Charger
+
+        async with self.ctx.db.engine.connect() as conn:
+            status = (
+                await conn.execute(
+                    select(Charger.registration_status).where(Charger.id == self.charger_id)
+                )
+            ).scalar_one_or_none()
+        return status if status is not None else self.identity.registration_status
+
     # ----------------------------------------------------------------- routing table
     @classmethod
     def routes(cls) -> dict[str, Handler]:
@@ -149,8 +167,10 @@ class OcppSession:
             async for raw in self.ws:
                 await self._throttle()
                 await self.route_message(raw)
-        except ConnectionClosed:
-            pass
+        except ConnectionClosed as exc:
+            if exc.sent is not None and exc.sent.code == 1009:
+                # websockets refused a frame above max_frame_bytes and closed with 1009.
+                metrics.FRAMES_LIMITED.labels("oversized").inc()
 
     async def _throttle(self) -> None:
         rate = self.ctx.settings.frames_per_second
@@ -173,32 +193,18 @@ class OcppSession:
         try:
             frame = parse_frame(raw)
         except FrameError as exc:
-            metrics.FRAMES.labels("in", "invalid", "none").inc()
-            writes = WriteSet()
-            state.log_frame(
-                writes, self.charger_id, "in", 0, None, exc.message_id, text, received_at
-            )
-            self.ctx.committer.submit(writes)
-            await self._send_error(exc.message_id or "-1", exc)
+            metrics.child(metrics.FRAMES, "in", "invalid", "none").inc()
+            reply = self._error_frame(exc.message_id or "-1", exc)
+            self._log_exchange(0, None, exc.message_id, text, received_at, reply, 4, submit=True)
+            await self._send_reply(reply, 4, None)
             return
         if isinstance(frame, Call):
             await self._handle_call_fast(frame, text, received_at)
             return
         type_id: int = frame.message_type_id
         unique_id: str = frame.unique_id
-        metrics.FRAMES.labels("in", str(type_id), "response").inc()
-        writes = WriteSet()
-        state.log_frame(
-            writes,
-            self.charger_id,
-            "in",
-            type_id,
-            None,
-            unique_id,
-            text,
-            received_at,
-        )
-        self.ctx.committer.submit(writes)
+        metrics.child(metrics.FRAMES, "in", str(type_id), "response").inc()
+        self._log_exchange(type_id, None, unique_id, text, received_at, None, None, submit=True)
         self._response_queue.put_nowait(frame)  # type: ignore[attr-defined]
 
     def _action_label(self, action: str) -> str:
@@ -206,17 +212,13 @@ class OcppSession:
 
     async def _handle_call_fast(self, call: Call, text: str, received_at: datetime) -> None:
         started = time.perf_counter()
-        routes = self.routes()
         action: str = call.action
+        message_id: str = call.unique_id
         label = self._action_label(action)
-        metrics.FRAMES.labels("in", "2", label).inc()
-        log_row = WriteSet()
-        state.log_frame(
-            log_row, self.charger_id, "in", 2, action, call.unique_id, text, received_at
-        )
+        metrics.child(metrics.FRAMES, "in", "2", label).inc()
         writes = WriteSet()
         try:
-            handler = routes.get(action)
+            handler = self.routes().get(action)
             if handler is None:
                 if action in self._known_actions:
                     raise FrameError(
@@ -228,50 +230,85 @@ class OcppSession:
                     f"{action} is not an OCPP {self.ocpp_version} action",
                 )
             validate(self.ocpp_version, action, call.payload)
-            self.rx = Incoming(call.unique_id, received_at, writes)
+            self.rx = Incoming(message_id, received_at, writes)
             response = await handler(self, **to_snake(call.payload))
-            events = self.rx.events
             payload = _response_payload(response)
             validate(self.ocpp_version, action, payload, response=True)
-            writes.extend(log_row)
-            await record(self.ctx.committer, self.ctx.bus, writes, events)
+            reply = call_result_frame(message_id, payload)
+            self._log_exchange(2, action, message_id, text, received_at, reply, 3, writes=writes)
+            await record(self.ctx.committer, self.ctx.bus, writes, self.rx.events)
         except FrameError as exc:
-            self.ctx.committer.submit(log_row)
-            await self._send_error(call.unique_id, exc, action)
+            reply = self._error_frame(message_id, exc)
+            self._log_exchange(2, action, message_id, text, received_at, reply, 4, submit=True)
+            await self._send_reply(reply, 4, action)
             return
         except Exception:
             log.exception("charger %s: handling %s failed", self.charger_id, action)
-            self.ctx.committer.submit(log_row)
-            await self._send_error(
-                call.unique_id,
+            reply = self._error_frame(
+                message_id,
                 FrameError(ErrorKind.internal, "the CSMS could not handle the message; retry"),
-                action,
             )
+            self._log_exchange(2, action, message_id, text, received_at, reply, 4, submit=True)
+            await self._send_reply(reply, 4, action)
             return
         finally:
             self.rx = None
-        frame = call_result_frame(call.unique_id, payload)
-        await self._send_frame(frame, 3, call.unique_id, action)
-        metrics.HANDLER_SECONDS.labels(label).observe(time.perf_counter() - started)
+        await self._send_reply(reply, 3, action)
+        metrics.child(metrics.HANDLER_SECONDS, label).observe(time.perf_counter() - started)
 
-    # ----------------------------------------------------------------- sending
-    async def _send_error(
-        self, message_id: str, exc: FrameError, action: str | None = None
+    # ----------------------------------------------------------------- logging and sending
+    def _log_exchange(
+        self,
+        message_type: int,
+        action: str | None,
+        message_id: str | None,
+        text: str,
+        received_at: datetime,
+        reply: str | None,
+        reply_type: int | None,
+        *,
+        writes: WriteSet | None = None,
+        submit: bool = False,
     ) -> None:
+        """Log an incoming frame and, in the same row, our answer to it (if any).
+
+        The answer is logged as it is handed to the socket: for a CALL that is only after
+        the commit that holds this very row."""
+        target = writes if writes is not None else WriteSet()
+        state.log_frame(
+            target,
+            self.charger_id,
+            "in",
+            message_type,
+            action,
+            message_id,
+            text,
+            received_at,
+            reply=reply,
+            reply_type=reply_type,
+            reply_at=self.ctx.clock() if reply is not None else None,
+        )
+        if submit:
+            self.ctx.committer.submit(target)
+
+    def _error_frame(self, message_id: str, exc: FrameError) -> str:
         code = error_code(exc.kind, self.ocpp_version)
-        metrics.CALL_ERRORS.labels(code).inc()
+        metrics.child(metrics.CALL_ERRORS, code).inc()
         log.info("charger %s: CALLERROR %s: %s", self.charger_id, code, exc.description)
-        frame = call_error_frame(message_id, code, exc.description, exc.details)
-        await self._send_frame(frame, 4, message_id, action)
+        return call_error_frame(message_id, code, exc.description, exc.details)
 
-    async def _send_frame(
-        self, frame: str, message_type: int, message_id: str | None, action: str | None
-    ) -> None:
+    async def _send_reply(self, frame: str, message_type: int, action: str | None) -> None:
         try:
             await self.ws.send(frame)
         except ConnectionClosed:
             return
-        metrics.FRAMES.labels("out", str(message_type), self._action_label(action or "")).inc()
+        label = self._action_label(action or "")
+        metrics.child(metrics.FRAMES, "out", str(message_type), label).inc()
+
+    async def _send_frame(
+        self, frame: str, message_type: int, message_id: str | None, action: str | None
+    ) -> None:
+        """Send a frame we initiate (a CALL to the charger) and log it on its own row."""
         writes = WriteSet()
         state.log_frame(
             writes,
@@ -284,6 +321,7 @@ class OcppSession:
             self.ctx.clock(),
         )
         self.ctx.committer.submit(writes)
+        await self._send_reply(frame, message_type, action)
 
     async def _send(self, message: str) -> None:
         """Used by the library's ``call()`` for CSMS-initiated messages."""

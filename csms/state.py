@@ -43,7 +43,12 @@ def log_frame(
     message_id: str | None,
     payload: str,
     at: datetime,
+    *,
+    reply: str | None = None,
+    reply_type: int | None = None,
+    reply_at: datetime | None = None,
 ) -> None:
+    """One row of the raw log: a frame, and in the same row the answer to it if any."""
     writes.insert(
         MESSAGE_LOG,
         {
@@ -54,6 +59,9 @@ def log_frame(
             "message_id": message_id,
             "payload": payload,
             "at": at,
+            "reply": reply,
+            "reply_type": reply_type,
+            "reply_at": reply_at,
         },
     )
 

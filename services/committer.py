@@ -91,6 +91,7 @@ class GroupCommitter:
         self._task: asyncio.Task[None] | None = None
         self._hooks: list[CommitHook] = []
         self._closed = False
+        self._statements: dict[tuple[str, str, Table, tuple[str, ...]], Any] = {}
 
     def on_commit(self, hook: CommitHook) -> None:
         self._hooks.append(hook)
@@ -182,23 +183,33 @@ class GroupCommitter:
                 upserts.setdefault((table, tuple(sorted(row))), {})[pk] = row
         results: list[list[Any]] = []
         async with self._engine.begin() as conn:
-            insert_fn = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+            dialect = conn.dialect.name
             for table, rows in inserts.items():
                 await conn.execute(table.insert(), rows)
             for table, rows in ignores.items():
-                await conn.execute(insert_fn(table).on_conflict_do_nothing(), rows)
+                await conn.execute(self._statement("ignore", dialect, table, ()), rows)
             for (table, columns), by_key in upserts.items():
-                stmt = insert_fn(table)
-                keys = [c.name for c in table.primary_key.columns]
-                update = {c: stmt.excluded[c] for c in columns if c not in keys}
-                if update:
-                    stmt = stmt.on_conflict_do_update(index_elements=keys, set_=update)
-                else:
-                    stmt = stmt.on_conflict_do_nothing()
+                stmt = self._statement("upsert", dialect, table, columns)
                 await conn.execute(stmt, list(by_key.values()))
             for pending in batch:
                 results.append([await op(conn) for op in pending.writes.operations])
         return results
+
+    def _statement(self, kind: str, dialect: str, table: Table, columns: tuple[str, ...]) -> Any:
+        """INSERT .. ON CONFLICT statements, built once per shape (building them is costly)."""
+        key = (kind, dialect, table, columns)
+        stmt = self._statements.get(key)
+        if stmt is not None:
+            return stmt
+        insert = (pg_insert if dialect == "postgresql" else sqlite_insert)(table)
+        keys = [c.name for c in table.primary_key.columns]
+        update = {c: insert.excluded[c] for c in columns if c not in keys}
+        if kind == "upsert" and update:
+            stmt = insert.on_conflict_do_update(index_elements=keys, set_=update)
+        else:
+            stmt = insert.on_conflict_do_nothing()
+        self._statements[key] = stmt
+        return stmt
 
     def _after_commit(self) -> None:
         for hook in self._hooks:

@@ -215,7 +215,10 @@ async def charger_messages(
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
     action: str | None = None,
 ) -> Page[MessageOut]:
-    """The raw frames in and out, newest first."""
+    """The raw frames in and out, newest first.
+
+    ``limit`` counts log rows: a charger's CALL and our answer share a row and come back as
+    two frames with the same ``id``."""
     db = _db(request)
     await _get(db, charger_id)
     query = (
@@ -234,8 +237,21 @@ async def charger_messages(
         rows = list((await session.execute(query)).scalars())
     more = len(rows) > limit
     rows = rows[:limit]
-    return Page[MessageOut](
-        items=[
+    items: list[MessageOut] = []
+    for r in rows:
+        if r.reply is not None and r.reply_type is not None and r.reply_at is not None:
+            items.append(
+                MessageOut(
+                    id=r.id,
+                    direction="out" if r.direction == "in" else "in",
+                    message_type=r.reply_type,
+                    action=r.action,
+                    message_id=r.message_id,
+                    payload=r.reply,
+                    at=r.reply_at,
+                )
+            )
+        items.append(
             MessageOut(
                 id=r.id,
                 direction=r.direction,
@@ -245,10 +261,8 @@ async def charger_messages(
                 payload=r.payload,
                 at=r.at,
             )
-            for r in rows
-        ],
-        next_cursor=str(rows[-1].id) if more and rows else None,
-    )
+        )
+    return Page[MessageOut](items=items, next_cursor=str(rows[-1].id) if more and rows else None)
 
 
 @router.get("/{charger_id}/status-history", response_model=list[IntervalOut])

@@ -45,7 +45,7 @@ class V16Session(OcppSession, ChargePoint):  # type: ignore[misc]
         self, charge_point_vendor: str, charge_point_model: str, **kwargs: Any
     ) -> call_result.BootNotification:
         rx = self.incoming
-        status = "Accepted" if self.identity.registration_status == "accepted" else "Pending"
+        status = "Accepted" if await self.registration_status() == "accepted" else "Pending"
         interval = self.ctx.settings.heartbeat_interval
         self.touch_state(
             vendor=charge_point_vendor,
@@ -76,7 +76,6 @@ class V16Session(OcppSession, ChargePoint):  # type: ignore[misc]
     @on(Action.heartbeat)
     async def on_heartbeat(self, **_: Any) -> call_result.Heartbeat:
         rx = self.incoming
-        self.touch_state(last_seen=rx.received_at)
         return call_result.Heartbeat(current_time=format_timestamp(rx.received_at))
 
     @on(Action.status_notification)
@@ -99,7 +98,6 @@ class V16Session(OcppSession, ChargePoint):  # type: ignore[misc]
             info=info,
             charger_time=charger_time,
         )
-        self.touch_state(last_seen=rx.received_at)
         before = (
             fault_signature(
                 previous.raw_status, previous.error_code or "NoError", previous.vendor_error_code

@@ -46,7 +46,7 @@ class V201Session(OcppSession, ChargePoint):  # type: ignore[misc]
         self, charging_station: dict[str, Any], reason: str, **_: Any
     ) -> call_result.BootNotification:
         rx = self.incoming
-        status = "Accepted" if self.identity.registration_status == "accepted" else "Pending"
+        status = "Accepted" if await self.registration_status() == "accepted" else "Pending"
         vendor = charging_station["vendor_name"]
         model = charging_station["model"]
         serial = charging_station.get("serial_number")
@@ -81,7 +81,6 @@ class V201Session(OcppSession, ChargePoint):  # type: ignore[misc]
     @on(Action.heartbeat)
     async def on_heartbeat(self, **_: Any) -> call_result.Heartbeat:
         rx = self.incoming
-        self.touch_state(last_seen=rx.received_at)
         return call_result.Heartbeat(current_time=format_timestamp(rx.received_at))
 
     @on(Action.status_notification)
@@ -99,7 +98,6 @@ class V201Session(OcppSession, ChargePoint):  # type: ignore[misc]
             charger_time=charger_time,
             error_code="Faulted" if status is NormalizedStatus.faulted else None,
         )
-        self.touch_state(last_seen=rx.received_at)
         was_faulted = previous is not None and previous.status is NormalizedStatus.faulted
         common = {
             "charger_id": self.charger_id,

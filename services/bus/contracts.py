@@ -8,16 +8,25 @@ breaking change gets a new version, consumers accept the versions they know.
 
 from __future__ import annotations
 
-import uuid
+import itertools
+import secrets
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+_ID_PREFIX = secrets.token_hex(10)
+_ID_COUNTER = itertools.count(1)
+
 
 def new_event_id() -> str:
-    return str(uuid.uuid4())
+    """A unique event id in UUID text form: 80 random bits per process + a counter.
+
+    As unique as uuid4 for our purposes (a process would need 2**48 events to wrap) at a
+    fraction of its cost on the hot path."""
+    p = _ID_PREFIX
+    return f"{p[:8]}-{p[8:12]}-{p[12:16]}-{p[16:20]}-{next(_ID_COUNTER):012x}"
 
 
 class NormalizedStatus(StrEnum):

@@ -37,6 +37,7 @@ class _Consumer:
     handler: EventHandler
     wake: asyncio.Event
     task: asyncio.Task[None] | None = None
+    saved: int = 0
 
 
 class OutboxBus(Bus):
@@ -60,7 +61,8 @@ class OutboxBus(Bus):
         self._idle_poll = idle_poll
         self._consumers: dict[str, _Consumer] = {}
         self._started = False
-        committer.on_commit(self._wake_all)
+        self._staged_types: set[str] = set()
+        committer.on_commit(self._wake_interested)
 
     def stage(self, events: Sequence[Event], writes: WriteSet) -> None:
         for event in events:
@@ -75,7 +77,8 @@ class OutboxBus(Bus):
                     "payload": event.model_dump_json(),
                 },
             )
-            metrics.EVENTS_PUBLISHED.labels(event.type).inc()
+            metrics.child(metrics.EVENTS_PUBLISHED, event.type).inc()
+            self._staged_types.add(event.type)
 
     async def publish(self, events: Sequence[Event]) -> None:
         if not events:
@@ -123,12 +126,22 @@ class OutboxBus(Bus):
         positions = dict(rows)
         return {name: head - positions.get(name, 0) for name in self._consumers}
 
-    def _wake_all(self) -> None:
+    def _wake_interested(self) -> None:
+        """After a commit, wake the consumers of the event types staged since the last one.
+
+        A write set staged now but committed in a later batch may miss its wake-up; the
+        consumer's idle poll (``idle_poll`` seconds) picks such events up."""
+        staged = self._staged_types
+        if not staged:
+            return
         for consumer in self._consumers.values():
-            consumer.wake.set()
+            if not consumer.types.isdisjoint(staged):
+                consumer.wake.set()
+        self._staged_types = set()
 
     async def _dispatch(self, consumer: _Consumer) -> None:
         position = await self._load_cursor(consumer.name)
+        consumer.saved = position
         while True:
             consumer.wake.clear()
             try:
@@ -155,28 +168,41 @@ class OutboxBus(Bus):
         return int(pos)
 
     async def _drain(self, consumer: _Consumer, position: int) -> int:
+        """Deliver this consumer's events after ``position``; returns the new position.
+
+        Only the consumer's event types are read; the cursor then moves to the newest
+        event seen, and is stored after each page that delivered something (or that
+        skipped far), so a crash redelivers at most one page."""
+        types = sorted(consumer.types)
         while True:
             async with self._engine.connect() as conn:
+                newest = (await conn.execute(select(func.max(OUTBOX.c.seq)))).scalar() or 0
+                if newest <= position:
+                    metrics.child(metrics.OUTBOX_BACKLOG, consumer.name).set(0)
+                    return position
                 rows = (
                     await conn.execute(
                         select(OUTBOX.c.seq, OUTBOX.c.type, OUTBOX.c.event_id, OUTBOX.c.payload)
-                        .where(OUTBOX.c.seq > position)
+                        .where(
+                            OUTBOX.c.seq > position,
+                            OUTBOX.c.seq <= newest,
+                            OUTBOX.c.type.in_(types),
+                        )
                         .order_by(OUTBOX.c.seq)
                         .limit(self._page_size)
                     )
                 ).all()
-                newest = (await conn.execute(select(func.max(OUTBOX.c.seq)))).scalar() or 0
-            metrics.OUTBOX_BACKLOG.labels(consumer.name).set(max(0, newest - position))
-            if not rows:
-                return position
-            head = rows[-1].seq
+            metrics.child(metrics.OUTBOX_BACKLOG, consumer.name).set(newest - position)
             for row in rows:
-                if row.type in consumer.types:
-                    await self._deliver(consumer, row.event_id, row.type, row.payload)
-                position = row.seq
-            await self._save_cursor(consumer.name, head)
-            metrics.OUTBOX_BACKLOG.labels(consumer.name).set(max(0, newest - position))
-            if len(rows) < self._page_size:
+                await self._deliver(consumer, row.event_id, row.type, row.payload)
+            full_page = len(rows) == self._page_size
+            new_position = rows[-1].seq if full_page else newest
+            if rows or new_position - consumer.saved >= self._page_size * 20:
+                await self._save_cursor(consumer.name, new_position)
+                consumer.saved = new_position
+            position = new_position
+            metrics.child(metrics.OUTBOX_BACKLOG, consumer.name).set(newest - position)
+            if not full_page:
                 return position
 
     async def _deliver(self, consumer: _Consumer, event_id: str, type_: str, payload: str) -> None:

@@ -6,6 +6,9 @@ error code, reason, consumer name). Charger ids go to logs.
 
 from __future__ import annotations
 
+from functools import lru_cache
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -113,3 +116,9 @@ HTTP_AUTH_FAILURES = Counter(
     ["reason"],
     registry=REGISTRY,
 )
+
+
+@lru_cache(maxsize=8192)
+def child(metric: Any, *labels: str) -> Any:
+    """``metric.labels(*labels)``, cached: label sets here are bounded, lookups are hot."""
+    return metric.labels(*labels)
