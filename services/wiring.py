@@ -25,6 +25,7 @@ from services.bus import Bus, create_bus
 from services.committer import GroupCommitter
 from services.db import Database
 from services.http_app import create_app
+from services.limits import raise_open_file_limit
 from services.migrations import upgrade_async
 from services.observability.logging import configure as configure_logging
 from services.settings import Settings
@@ -80,6 +81,7 @@ class _Uvicorn(uvicorn.Server):
 
 async def serve(settings: Settings) -> None:
     configure_logging(settings.log_level)
+    raise_open_file_limit()
     system = await build_all_in_one(settings)
     await system.start()
     http = _Uvicorn(
