@@ -1,0 +1,286 @@
+"""Bad frames get the exact CALLERROR each OCPP-J version names, and never cost the
+connection (1.6 and 2.0.1, raw WebSocket frames); oversized frames close only their own
+connection with 1009; a flooding charger is throttled without slowing the others."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from tests.conftest import PASSWORD, Running, SystemFactory, basic, eventually, register
+
+VERSIONS = ["1.6", "2.0.1"]
+SUBPROTOCOL = {"1.6": "ocpp1.6", "2.0.1": "ocpp2.0.1"}
+
+
+class RawCharger:
+    """A charger speaking raw OCPP-J frames over a real WebSocket."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+
+    async def send(self, frame: str | bytes) -> None:
+        await self.ws.send(frame)
+
+    async def recv(self) -> list[Any]:
+        raw = await asyncio.wait_for(self.ws.recv(), timeout=10)
+        message: list[Any] = orjson.loads(raw)
+        return message
+
+    async def exchange(self, frame: str) -> list[Any]:
+        await self.send(frame)
+        return await self.recv()
+
+    async def heartbeat(self) -> list[Any]:
+        message_id = f"hb-{uuid.uuid4().hex[:8]}"
+        answer = await self.exchange(orjson.dumps([2, message_id, "Heartbeat", {}]).decode())
+        assert answer[:2] == [3, message_id], answer
+        assert answer[2]["currentTime"].endswith("Z")
+        return answer
+
+
+@contextlib.asynccontextmanager
+async def raw_charger(running: Running, charger_id: str, version: str) -> AsyncIterator[RawCharger]:
+    ws = await connect(
+        running.ocpp_url + charger_id,
+        subprotocols=[SUBPROTOCOL[version]],  # type: ignore[list-item]
+        additional_headers={"Authorization": basic(charger_id, PASSWORD)},
+        open_timeout=10,
+        max_size=None,
+    )
+    assert ws.subprotocol == SUBPROTOCOL[version]
+    try:
+        yield RawCharger(ws)
+    finally:
+        await ws.close()
+
+
+async def metric(running: Running, name: str, **labels: str) -> float:
+    text = (await running.api.get("/metrics")).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
+
+
+STATUS_16 = {"connectorId": 1, "errorCode": "NoError", "status": "Available"}
+STATUS_201 = {
+    "timestamp": "2026-11-27T10:00:00Z",
+    "connectorStatus": "Available",
+    "evseId": 1,
+    "connectorId": 1,
+}
+STATUS = {"1.6": STATUS_16, "2.0.1": STATUS_201}
+STATUS_FIELD = {"1.6": "status", "2.0.1": "connectorStatus"}
+
+
+def call(message_id: str, action: str, payload: Any) -> str:
+    return orjson.dumps([2, message_id, action, payload]).decode()
+
+
+def without(payload: dict[str, Any], key: str) -> dict[str, Any]:
+    return {k: v for k, v in payload.items() if k != key}
+
+
+def bad_frames(version: str) -> list[tuple[str, str, str, str]]:
+    """(case, raw frame, message id of the answer, expected 1.6 code / 2.0.1 code)."""
+    status = STATUS[version]
+    field = STATUS_FIELD[version]
+    cases = [
+        ("invalid-json", '[2, "x", "Heartbeat", {', "-1", "FormationViolation/RpcFrameworkError"),
+        ("not-an-array", '{"action": "Heartbeat"}', "-1", "FormationViolation/RpcFrameworkError"),
+        ("integer-id", '[2, 123, "Heartbeat", {}]', "-1", "FormationViolation/RpcFrameworkError"),
+        ("unknown-action", call("m-foo", "FooBar", {}), "m-foo", "NotImplemented/NotImplemented"),
+        ("csms-only-action", call("m-reset", "Reset", {}), "m-reset", "NotSupported/NotSupported"),
+        (
+            "type-error",
+            call("m-type", "StatusNotification", {**status, "connectorId": "x"}),
+            "m-type",
+            "TypeConstraintViolation/TypeConstraintViolation",
+        ),
+        (
+            "missing-field",
+            call("m-missing", "StatusNotification", without(status, field)),
+            "m-missing",
+            "OccurenceConstraintViolation/OccurrenceConstraintViolation",
+        ),
+        (
+            "extra-property",
+            call("m-extra", "StatusNotification", {**status, "surprise": 1}),
+            "m-extra",
+            "FormationViolation/FormatViolation",
+        ),
+        (
+            "bad-enum",
+            call("m-enum", "StatusNotification", {**status, field: "Sleeping"}),
+            "m-enum",
+            "PropertyConstraintViolation/PropertyConstraintViolation",
+        ),
+        (
+            "payload-not-object",
+            call("m-list", "Heartbeat", []),
+            "m-list",
+            "FormationViolation/FormatViolation",
+        ),
+        (
+            "message-type-7",
+            '[7, "m-seven", "Heartbeat", {}]',
+            "m-seven",
+            "ProtocolError/MessageTypeNotSupported",
+        ),
+    ]
+    index = 0 if version == "1.6" else 1
+    return [(name, raw, mid, codes.split("/")[index]) for name, raw, mid, codes in cases]
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_bad_frames_get_the_right_callerror_and_the_connection_stays(
+    running: Running, version: str
+) -> None:
+    charger_id = f"CP-ERR-{version.replace('.', '')}"
+    await register(running.api, charger_id)
+    cases = bad_frames(version)
+    codes = {code for _, _, _, code in cases}
+    before = {
+        code: await metric(running, "chargeops_ocpp_callerrors_total", code=code) for code in codes
+    }
+
+    async with raw_charger(running, charger_id, version) as cp:
+        await cp.heartbeat()
+        for name, raw, message_id, code in cases:
+            answer = await cp.exchange(raw)
+            assert answer[0] == 4, (name, answer)
+            assert answer[1] == message_id, (name, answer)
+            assert answer[2] == code, (name, answer)
+            assert isinstance(answer[3], str) and answer[3], (name, answer)
+            assert isinstance(answer[4], dict), (name, answer)
+            # The connection is still usable: the next valid CALL gets its CALLRESULT.
+            await cp.heartbeat()
+        # A valid StatusNotification after all of that is still accepted.
+        assert await cp.exchange(call("m-ok", "StatusNotification", STATUS[version])) == [
+            3,
+            "m-ok",
+            {},
+        ]
+
+    for code in codes:
+        expected = sum(1 for _, _, _, c in cases if c == code)
+        after = await metric(running, "chargeops_ocpp_callerrors_total", code=code)
+        assert after - before[code] == expected, code
+
+    # The raw message log holds every bad frame as received and our CALLERROR answers.
+    async def logged() -> list[dict[str, Any]] | None:
+        r = await running.api.get(f"/api/v1/chargers/{charger_id}/messages", params={"limit": 1000})
+        assert r.status_code == 200, r.text
+        items: list[dict[str, Any]] = r.json()["items"]
+        errors_out = [m for m in items if m["direction"] == "out" and m["message_type"] == 4]
+        return items if len(errors_out) == len(cases) else None
+
+    messages = await eventually(logged)
+    received = [m["payload"] for m in messages if m["direction"] == "in"]
+    for name, raw, _, _ in cases:
+        assert raw in received, name
+    sent_errors = [
+        orjson.loads(m["payload"])
+        for m in messages
+        if m["direction"] == "out" and m["message_type"] == 4
+    ]
+    assert sorted((e[1], e[2]) for e in sent_errors) == sorted(
+        (message_id, code) for _, _, message_id, code in cases
+    )
+
+
+async def test_oversized_frame_closes_only_that_connection(system_factory: SystemFactory) -> None:
+    async with system_factory(max_frame_bytes=2048) as running:
+        await register(running.api, "CP-BIG")
+        await register(running.api, "CP-SMALL")
+        oversized_before = await metric(
+            running, "chargeops_ocpp_frames_limited_total", reason="oversized"
+        )
+        async with (
+            raw_charger(running, "CP-BIG", "2.0.1") as big,
+            raw_charger(running, "CP-SMALL", "1.6") as small,
+        ):
+            await big.heartbeat()
+            await small.heartbeat()
+            # Just under the limit is fine.
+            fits = call("m-fits", "DataTransfer", {"vendorId": "V", "data": "x" * 1900})
+            assert len(fits.encode()) <= 2048
+            assert (await big.exchange(fits))[:2] == [3, "m-fits"]
+
+            huge = call("m-huge", "DataTransfer", {"vendorId": "V", "data": "x" * 4000})
+            await big.send(huge)
+            with pytest.raises(ConnectionClosed) as closed:
+                await big.recv()
+            assert closed.value.rcvd is not None
+            assert closed.value.rcvd.code == 1009
+
+            # The other charger never noticed.
+            await small.heartbeat()
+
+            async def counted() -> bool:
+                now = await metric(
+                    running, "chargeops_ocpp_frames_limited_total", reason="oversized"
+                )
+                return now == oversized_before + 1
+
+            await eventually(counted)
+
+        # The refused charger can come back.
+        async with raw_charger(running, "CP-BIG", "2.0.1") as again:
+            await again.heartbeat()
+
+
+async def test_flooding_charger_is_throttled_others_are_served(
+    system_factory: SystemFactory,
+) -> None:
+    flood_size = 20
+    async with system_factory(frames_per_second=20, frame_burst=5) as running:
+        await register(running.api, "CP-FLOOD")
+        await register(running.api, "CP-CALM")
+        throttled_before = await metric(
+            running, "chargeops_ocpp_frames_limited_total", reason="throttled"
+        )
+        async with (
+            raw_charger(running, "CP-FLOOD", "1.6") as flood,
+            raw_charger(running, "CP-CALM", "2.0.1") as calm,
+        ):
+            ids = [f"f-{i}" for i in range(flood_size)]
+            for message_id in ids:
+                await flood.send(call(message_id, "Heartbeat", {}))
+
+            async def throttled() -> bool:
+                now = await metric(
+                    running, "chargeops_ocpp_frames_limited_total", reason="throttled"
+                )
+                return now > throttled_before
+
+            await eventually(throttled)
+            # While the flood is being worked off, the other charger is answered: when its
+            # answer arrives, the flooding charger's answers are not all out yet.
+            await calm.heartbeat()
+            r = await running.api.get(
+                "/api/v1/chargers/CP-FLOOD/messages", params={"limit": 1000, "action": "Heartbeat"}
+            )
+            flood_answered = [m for m in r.json()["items"] if m["direction"] == "out"]
+            assert len(flood_answered) < flood_size
+            answered: list[list[Any]] = []
+            while len(answered) < flood_size:
+                answered.append(await flood.recv())
+
+        # Throttled, not dropped: every flooded CALL was answered, in order.
+        assert [a[:2] for a in answered] == [[3, message_id] for message_id in ids]
+        throttled_after = await metric(
+            running, "chargeops_ocpp_frames_limited_total", reason="throttled"
+        )
+        assert throttled_after > throttled_before
