@@ -49,8 +49,9 @@ class OutboxBus(Bus):
         *,
         engine: AsyncEngine | None = None,
         page_size: int = 500,
-        max_attempts: int = 5,
-        retry_delay: float = 0.2,
+        max_attempts: int = 8,
+        retry_delay: float = 0.25,
+        max_retry_delay: float = 30.0,
         idle_poll: float = 1.0,
     ) -> None:
         self._committer = committer
@@ -58,6 +59,7 @@ class OutboxBus(Bus):
         self._page_size = page_size
         self._max_attempts = max_attempts
         self._retry_delay = retry_delay
+        self._max_retry_delay = max_retry_delay
         self._idle_poll = idle_poll
         self._consumers: dict[str, _Consumer] = {}
         self._started = False
@@ -225,7 +227,9 @@ class OutboxBus(Bus):
                     error,
                 )
                 metrics.EVENTS_DELIVERED.labels(consumer.name, "retry").inc()
-                await asyncio.sleep(self._retry_delay * attempt)
+                if attempt < self._max_attempts:
+                    delay = self._retry_delay * 2 ** (attempt - 1)
+                    await asyncio.sleep(min(delay, self._max_retry_delay))
                 continue
             metrics.EVENTS_DELIVERED.labels(consumer.name, "ok").inc()
             return
