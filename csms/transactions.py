@@ -11,7 +11,7 @@ import hashlib
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from csms.protocol.timestamps import parse_timestamp
 from csms.state import TRANSACTIONS
@@ -36,13 +36,13 @@ async def start_transaction_16(
     dedupe = _key(session.charger_id, connector_id, timestamp, id_tag)
     started_at = parse_timestamp(timestamp)
 
-    async def create(conn: AsyncConnection) -> int:
-        existing = (
-            await conn.execute(select(TRANSACTIONS.c.id).where(TRANSACTIONS.c.dedupe_key == dedupe))
+    def create(conn: Connection) -> int:
+        existing = conn.execute(
+            select(TRANSACTIONS.c.id).where(TRANSACTIONS.c.dedupe_key == dedupe)
         ).scalar()
         if existing is not None:
             return int(existing)
-        result = await conn.execute(
+        result = conn.execute(
             TRANSACTIONS.insert().values(
                 dedupe_key=dedupe,
                 charger_id=session.charger_id,
@@ -54,7 +54,7 @@ async def start_transaction_16(
             )
         )
         new_id = int(result.inserted_primary_key[0])  # type: ignore[index]
-        await conn.execute(
+        conn.execute(
             TRANSACTIONS.update()
             .where(TRANSACTIONS.c.id == new_id)
             .values(transaction_id=str(new_id))
@@ -138,8 +138,8 @@ def stop_transaction(
     if meter_stop is not None:
         values["meter_stop_wh"] = meter_stop
 
-    async def close(conn: AsyncConnection) -> None:
-        await conn.execute(
+    def close(conn: Connection) -> None:
+        conn.execute(
             TRANSACTIONS.update()
             .where(
                 TRANSACTIONS.c.charger_id == session.charger_id,

@@ -11,8 +11,9 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import DateTime, MetaData, Table, event
-from sqlalchemy.engine import Dialect
+from sqlalchemy import DateTime, MetaData, Table, event, make_url
+from sqlalchemy import create_engine as sa_create_engine
+from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -72,6 +73,29 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
+def _sqlite_pragmas(dbapi_conn: Any, sqlite_synchronous: str) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute(f"PRAGMA synchronous={sqlite_synchronous}")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def create_sqlite_writer_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
+    """A synchronous engine on the same SQLite file, for the group committer's thread."""
+    sync_url = make_url(url).set(drivername="sqlite")
+    engine = sa_create_engine(
+        sync_url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=1
+    )
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+        _sqlite_pragmas(dbapi_conn, sqlite_synchronous)
+
+    return engine
+
+
 def create_engine(url: str, *, sqlite_synchronous: str = "FULL", echo: bool = False) -> AsyncEngine:
     kwargs: dict[str, Any] = {"echo": echo}
     if url.startswith("sqlite"):
@@ -84,13 +108,8 @@ def create_engine(url: str, *, sqlite_synchronous: str = "FULL", echo: bool = Fa
     if url.startswith("sqlite"):
 
         @event.listens_for(engine.sync_engine, "connect")
-        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute(f"PRAGMA synchronous={sqlite_synchronous}")
-            cur.execute("PRAGMA busy_timeout=30000")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.close()
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            _sqlite_pragmas(dbapi_conn, sqlite_synchronous)
 
     return engine
 
@@ -104,8 +123,15 @@ class Database:
 
     def __init__(self, url: str, *, sqlite_synchronous: str = "FULL") -> None:
         self.url = url
+        self.sqlite_synchronous = sqlite_synchronous
         self.engine = create_engine(url, sqlite_synchronous=sqlite_synchronous)
         self.sessions = session_factory(self.engine)
+
+    def writer_engine(self) -> Engine | None:
+        """For SQLite, a synchronous engine for the group committer's writer thread."""
+        if self.dialect != "sqlite":
+            return None
+        return create_sqlite_writer_engine(self.url, sqlite_synchronous=self.sqlite_synchronous)
 
     @property
     def dialect(self) -> str:

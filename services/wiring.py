@@ -59,7 +59,9 @@ async def build_all_in_one(settings: Settings, *, migrate: bool = True) -> AllIn
     if migrate:
         await upgrade_async(settings.database_url)
     db = Database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
-    committer = GroupCommitter(db.engine, batch_size=settings.commit_batch_size)
+    committer = GroupCommitter(
+        db.engine, batch_size=settings.commit_batch_size, sync_engine=db.writer_engine()
+    )
     committer.start()
     bus = create_bus(settings.bus_url, committer)
     if settings.admin_token is not None:

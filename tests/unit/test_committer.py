@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from csms.state import CHARGER_STATE, MESSAGE_LOG, TRANSACTIONS
 from csms.tables import Charger
@@ -39,7 +39,7 @@ async def db(database_url: str) -> AsyncIterator[Database]:
 
 @pytest.fixture
 async def committer(db: Database) -> AsyncIterator[GroupCommitter]:
-    c = GroupCommitter(db.engine)
+    c = GroupCommitter(db.engine, sync_engine=db.writer_engine())
     try:
         yield c
     finally:
@@ -125,15 +125,15 @@ async def test_a_bad_write_set_fails_alone(db: Database, committer: GroupCommitt
     good_c.insert(MESSAGE_LOG, log_row("c"))
     good_c.upsert(CHARGER_STATE, {"charger_id": "CP-DUP", "vendor": "V"})
 
-    async def explode(_conn: AsyncConnection) -> None:
+    def explode(_conn: Connection) -> None:
         raise RuntimeError("operation failed")
 
     failing_op = WriteSet()
     failing_op.insert(MESSAGE_LOG, log_row("op"))
     failing_op.then(explode)
 
-    async def count_chargers(conn: AsyncConnection) -> int:
-        return len((await conn.execute(select(CHARGERS.c.id))).all())
+    def count_chargers(conn: Connection) -> int:
+        return len(conn.execute(select(CHARGERS.c.id)).all())
 
     good_e = WriteSet()
     good_e.insert(MESSAGE_LOG, log_row("e"))
@@ -234,15 +234,13 @@ async def test_operations_run_after_rows_and_return_results(
     writes = WriteSet()
     writes.insert(MESSAGE_LOG, log_row("x"))
 
-    async def read_back(conn: AsyncConnection) -> str | None:
-        row = (
-            await conn.execute(
-                select(MESSAGE_LOG.c.message_id).where(MESSAGE_LOG.c.message_id == "x")
-            )
+    def read_back(conn: Connection) -> str | None:
+        row: str | None = conn.execute(
+            select(MESSAGE_LOG.c.message_id).where(MESSAGE_LOG.c.message_id == "x")
         ).scalar()
         return row
 
-    async def constant(_conn: AsyncConnection) -> int:
+    def constant(_conn: Connection) -> int:
         return 7
 
     writes.then(read_back)
