@@ -18,14 +18,16 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Table
+from sqlalchemy import Table, bindparam
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.db import UTCDateTime
 from services.observability import metrics
 
 log = logging.getLogger(__name__)
@@ -81,6 +83,30 @@ class _Pending:
 
 
 _STOP = _Pending(WriteSet(), None)
+
+
+def _getter(table: Table, name: str, given: bool) -> Callable[[dict[str, Any]], Any]:
+    """How to read one driver parameter from a row: its value (converted for UTC datetime
+    columns) or, for a column the row leaves out, the column's scalar default."""
+    column = table.c[name]
+    if not given:
+        default = column.default
+        if default is None or not default.is_scalar:
+            raise RuntimeError(f"{table.name}.{name} has no scalar default to fill in")
+        value = default.arg  # type: ignore[attr-defined]
+        return lambda _row: value
+    if isinstance(column.type, UTCDateTime):
+        return lambda row: _sqlite_datetime(row[name])
+    return lambda row: row[name]
+
+
+def _sqlite_datetime(value: datetime | None) -> str | None:
+    """A UTC datetime as SQLAlchemy stores it in SQLite (see ``services.db.UTCDateTime``)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to a UTC column")
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 class CommitterClosed(RuntimeError):
@@ -211,13 +237,57 @@ class GroupCommitter:
                 pk = tuple(row[c.name] for c in table.primary_key.columns)
                 upserts.setdefault((table, tuple(sorted(row))), {})[pk] = row
         dialect = conn.dialect.name
-        for table, rows in inserts.items():
-            conn.execute(table.insert(), rows)
-        for table, rows in ignores.items():
-            conn.execute(self._statement("ignore", dialect, table, ()), rows)
-        for (table, columns), by_key in upserts.items():
-            conn.execute(self._statement("upsert", dialect, table, columns), list(by_key.values()))
+        if dialect == "sqlite":
+            for table, rows in inserts.items():
+                self._sqlite_many(conn, "insert", table, rows)
+            for table, rows in ignores.items():
+                self._sqlite_many(conn, "ignore", table, rows)
+            for (table, _columns), by_key in upserts.items():
+                self._sqlite_many(conn, "upsert", table, list(by_key.values()))
+        else:
+            for table, rows in inserts.items():
+                conn.execute(table.insert(), rows)
+            for table, rows in ignores.items():
+                conn.execute(self._statement("ignore", dialect, table, ()), rows)
+            for (table, columns), by_key in upserts.items():
+                stmt = self._statement("upsert", dialect, table, columns)
+                conn.execute(stmt, list(by_key.values()))
         return [[op(conn) for op in pending.writes.operations] for pending in batch]
+
+    def _sqlite_many(
+        self, conn: Connection, kind: str, table: Table, rows: list[dict[str, Any]]
+    ) -> None:
+        """executemany straight to the driver, with SQL compiled once per row shape.
+
+        Decision: SQLAlchemy's per-row parameter processing was a tenth of the server's
+        time under load; rows here are plain values, and the only conversion needed is
+        the one ``UTCDateTime`` does (UTC text in SQLAlchemy's own SQLite format)."""
+        by_shape: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for row in rows:
+            by_shape.setdefault(tuple(row), []).append(row)
+        for columns, group in by_shape.items():
+            sql, getters = self._sqlite_sql(conn, kind, table, columns)
+            params = [tuple(get(row) for get in getters) for row in group]
+            conn.exec_driver_sql(sql, params)
+
+    def _sqlite_sql(
+        self, conn: Connection, kind: str, table: Table, columns: tuple[str, ...]
+    ) -> tuple[str, list[Callable[[dict[str, Any]], Any]]]:
+        key = ("sqlite-sql", kind, table, columns)
+        cached = self._statements.get(key)
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
+        if kind == "insert":
+            stmt: Any = table.insert()
+        else:
+            stmt = self._statement(kind, "sqlite", table, tuple(sorted(columns)))
+        compiled = stmt.values({c: bindparam(c) for c in columns}).compile(dialect=conn.dialect)
+        getters: list[Callable[[dict[str, Any]], Any]] = []
+        for name in compiled.positiontup or ():
+            getters.append(_getter(table, name, name in columns))
+        result = (compiled.string, getters)
+        self._statements[key] = result
+        return result
 
     def _statement(self, kind: str, dialect: str, table: Table, columns: tuple[str, ...]) -> Any:
         """INSERT .. ON CONFLICT statements, built once per shape (building them is costly)."""
