@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from csms.context import CsmsContext
 from csms.identity import Identity, InvalidChargePointId, charge_point_id_from_path
@@ -31,6 +32,7 @@ from services.observability import metrics
 from services.security import VerifiedSecretCache, hash_password
 
 SUBPROTOCOLS = ("ocpp2.0.1", "ocpp1.6")
+ADDRESS_LIMIT_FACTOR = 10
 CHARGERS = table_of(Charger)
 
 
@@ -101,7 +103,11 @@ class Authenticator:
     def __init__(self, ctx: CsmsContext) -> None:
         self.ctx = ctx
         self._secrets = VerifiedSecretCache()
-        self._limiter = FailureLimiter(ctx.settings.auth_failures_per_minute)
+        per_id = ctx.settings.auth_failures_per_minute
+        self._limiter = FailureLimiter(per_id)
+        # A site's chargers often share one address (NAT, a load balancer): the per-address
+        # limit is higher so that one misconfigured charger cannot lock out its neighbours.
+        self._address_limiter = FailureLimiter(per_id * ADDRESS_LIMIT_FACTOR)
 
     async def admit(
         self,
@@ -136,7 +142,7 @@ class Authenticator:
                 "no_subprotocol",
                 "Sec-WebSocket-Protocol must offer ocpp1.6 or ocpp2.0.1",
             )
-        if self._limiter.blocked(f"id:{cp_id}") or self._limiter.blocked(f"ip:{remote_address}"):
+        if self._limiter.blocked(cp_id) or self._address_limiter.blocked(remote_address):
             raise Refusal(429, "rate_limited", "too many failed attempts; retry later")
 
         async with self.ctx.db.engine.connect() as conn:
@@ -200,21 +206,25 @@ class Authenticator:
         else:
             profile = 0
         now = utcnow()
-        async with self.ctx.db.engine.begin() as conn:
-            await conn.execute(
-                CHARGERS.insert().values(
-                    id=cp_id,
-                    password_hash=hash_password(credentials[1]) if credentials else None,
-                    security_profile=profile,
-                    registration_status="pending",
-                    enabled=True,
-                    created_at=now,
-                    updated_at=now,
+        try:
+            async with self.ctx.db.engine.begin() as conn:
+                await conn.execute(
+                    CHARGERS.insert().values(
+                        id=cp_id,
+                        password_hash=hash_password(credentials[1]) if credentials else None,
+                        security_profile=profile,
+                        registration_status="pending",
+                        enabled=True,
+                        created_at=now,
+                        updated_at=now,
+                    )
                 )
-            )
+        except IntegrityError:
+            # Two first connections of one unknown id at once: the other one registered it.
+            raise Refusal(409, "commissioning_conflict", "registered concurrently; retry") from None
         return Identity(cp_id, profile, "pending", remote_address)
 
     def _fail(self, cp_id: str, remote_address: str, reason: str) -> None:
         metrics.AUTH_FAILURES.labels(reason).inc()
-        self._limiter.fail(f"id:{cp_id}")
-        self._limiter.fail(f"ip:{remote_address}")
+        self._limiter.fail(cp_id)
+        self._address_limiter.fail(remote_address)

@@ -8,6 +8,7 @@ found with WebSocket ping/pong and closed.
 
 from __future__ import annotations
 
+import asyncio
 import http
 import logging
 import ssl
@@ -87,6 +88,13 @@ class OcppServer:
     async def close(self) -> None:
         await self.presence.close_all(1001, "server shutting down")
         if self._server is not None:
+            # websockets' Server.close() is idempotent: after stop_accepting() the call
+            # below closes nothing. A socket admitted whose session is not in presence yet
+            # (still loading its state) must be closed here, or wait_closed() waits forever.
+            await asyncio.gather(
+                *(c.close(1001, "server shutting down") for c in self._server.connections),
+                return_exceptions=True,
+            )
             self._server.close(close_connections=True)
             await self._server.wait_closed()
             self._server = None

@@ -84,6 +84,9 @@ class Incoming:
 
 Handler = Callable[..., Awaitable[Any]]
 
+#: BootNotification's answer for each registry status (the same words in 1.6 and 2.0.1).
+BOOT_STATUS = {"accepted": "Accepted", "pending": "Pending", "rejected": "Rejected"}
+
 
 class OcppSession:
     ocpp_version: ClassVar[str]

@@ -12,7 +12,7 @@ from csms import faults, state
 from csms.authorization import authorize
 from csms.protocol.routing import on
 from csms.protocol.timestamps import format_timestamp, parse_timestamp
-from csms.session import OcppSession, stable_event_id
+from csms.session import BOOT_STATUS, OcppSession, stable_event_id
 from csms.transactions import start_transaction_16, stop_transaction
 from csms.v16.translate import fault_signature, normalize_status
 from services.bus.contracts import (
@@ -45,7 +45,7 @@ class V16Session(OcppSession, ChargePoint):  # type: ignore[misc]
         self, charge_point_vendor: str, charge_point_model: str, **kwargs: Any
     ) -> call_result.BootNotification:
         rx = self.incoming
-        status = "Accepted" if await self.registration_status() == "accepted" else "Pending"
+        status = BOOT_STATUS[await self.registration_status()]
         interval = self.ctx.settings.heartbeat_interval
         self.touch_state(
             vendor=charge_point_vendor,

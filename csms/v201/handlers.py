@@ -12,7 +12,7 @@ from csms import faults, state
 from csms.authorization import authorize
 from csms.protocol.routing import on
 from csms.protocol.timestamps import format_timestamp, parse_timestamp
-from csms.session import OcppSession, stable_event_id
+from csms.session import BOOT_STATUS, OcppSession, stable_event_id
 from csms.transactions import start_transaction_201, stop_transaction
 from csms.v201.translate import normalize_status, problem_report
 from services.bus.contracts import (
@@ -46,7 +46,7 @@ class V201Session(OcppSession, ChargePoint):  # type: ignore[misc]
         self, charging_station: dict[str, Any], reason: str, **_: Any
     ) -> call_result.BootNotification:
         rx = self.incoming
-        status = "Accepted" if await self.registration_status() == "accepted" else "Pending"
+        status = BOOT_STATUS[await self.registration_status()]
         vendor = charging_station["vendor_name"]
         model = charging_station["model"]
         serial = charging_station.get("serial_number")

@@ -1,0 +1,40 @@
+"""BootNotification answers what the registry says about the station, at the time it boots."""
+
+from __future__ import annotations
+
+import pytest
+from ocpp.v16 import call as call16
+from ocpp.v201 import call as call201
+
+from tests.conftest import Running, charge_point, register
+
+
+@pytest.mark.parametrize("status", ["accepted", "pending", "rejected"])
+async def test_boot_answer_follows_registration_status(running: Running, status: str) -> None:
+    await register(running.api, "CP-REG-16")
+    await register(running.api, "CP-REG-201")
+    for charger_id in ("CP-REG-16", "CP-REG-201"):
+        r = await running.api.patch(
+            f"/api/v1/chargers/{charger_id}", json={"registration_status": status}
+        )
+        assert r.status_code == 200, r.text
+    async with charge_point(running, "CP-REG-16") as cp:
+        boot = await cp.call(
+            call16.BootNotification(charge_point_model="M", charge_point_vendor="V")
+        )
+        assert boot.status == status.capitalize()
+    async with charge_point(running, "CP-REG-201", "2.0.1") as cp:
+        boot = await cp.call(
+            call201.BootNotification(
+                charging_station={"model": "M", "vendor_name": "V"}, reason="PowerUp"
+            )
+        )
+        assert boot.status == status.capitalize()
+
+
+async def test_bad_registration_status_is_refused(running: Running) -> None:
+    await register(running.api, "CP-REG-X")
+    r = await running.api.patch("/api/v1/chargers/CP-REG-X", json={"registration_status": "ok"})
+    assert r.status_code == 422
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert "registration_status" in r.json()["detail"]
