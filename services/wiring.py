@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import signal
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from services.api_auth import seed_admin_token
 from services.bus import Bus, create_bus
 from services.committer import GroupCommitter
 from services.db import Database
+from services.gc_policy import GcPolicy
 from services.http_app import create_app
 from services.limits import raise_open_file_limit
 from services.migrations import upgrade_async
@@ -97,9 +97,8 @@ async def serve(settings: Settings) -> None:
         )
     )
     http_task = asyncio.create_task(http.serve(), name="http")
-    # Long-lived objects made at start-up never need scanning again (PERFORMANCE.md).
-    gc.collect()
-    gc.freeze()
+    gc_policy = GcPolicy(lambda: len(system.csms.presence.sessions))
+    gc_policy.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -117,6 +116,7 @@ async def serve(settings: Settings) -> None:
     if http_task in done and not stop.is_set():
         log.error("HTTP server stopped unexpectedly")
     log.info("shutting down")
+    await gc_policy.stop()
     await system.stop()
     http.should_exit = True
     await http_task

@@ -122,3 +122,16 @@ HTTP_AUTH_FAILURES = Counter(
 def child(metric: Any, *labels: str) -> Any:
     """``metric.labels(*labels)``, cached: label sets here are bounded, lookups are hot."""
     return metric.labels(*labels)
+
+
+GC_FROZEN = Gauge(
+    "chargeops_gc_frozen_objects",
+    "Objects moved out of the garbage collector's scanned generations (gc.freeze)",
+    registry=REGISTRY,
+)
+GC_FULL_SECONDS = Histogram(
+    "chargeops_gc_full_collection_seconds",
+    "Event-loop pause of the periodic full garbage collection",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+    registry=REGISTRY,
+)
