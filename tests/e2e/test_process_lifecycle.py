@@ -1,0 +1,417 @@
+"""The ``chargeops serve`` process itself: SIGKILL loses no acknowledged fault, SIGTERM
+closes chargers with 1001 and flushes, a restart settles who is still online, and
+``chargeops migrate`` is idempotent. Everything runs as a real subprocess against the
+test's database (SQLite file or PostgreSQL); chargers are the ``ocpp`` library's client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from alembic.script import ScriptDirectory
+from ocpp.v16 import ChargePoint as Cp16
+from ocpp.v16 import call
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import create_async_engine
+from websockets.asyncio.client import ClientConnection
+
+from csms.tables import ChargerState
+from services.bus.tables import ConsumerCursor, OutboxEvent
+from services.migrations import alembic_config
+from tests.conftest import eventually
+from tests.process import ServerPool, ServerProcess, chargeops_command, server_env
+from ticketing.fault_intake import CONSUMER as FAULT_INTAKE
+from ticketing.tables import FaultReport
+
+FaultKey = tuple[str, str, str]  # charger_id, error_code, connector
+
+# Valid OCPP 1.6 ChargePointErrorCode values other than NoError.
+ERROR_CODES = [
+    "GroundFailure",
+    "OverVoltage",
+    "HighTemperature",
+    "ConnectorLockFailure",
+    "EVCommunicationError",
+    "OverCurrentFailure",
+    "PowerMeterFailure",
+    "PowerSwitchFailure",
+    "ReaderFailure",
+    "ResetFailure",
+    "UnderVoltage",
+    "WeakSignal",
+    "InternalError",
+    "OtherError",
+]
+
+
+@pytest.fixture
+def servers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServerPool]:
+    """Starts ``chargeops serve`` children; kills leftovers, shows their logs on failure."""
+    failed_before = request.session.testsfailed
+    pool = ServerPool(tmp_path)
+    try:
+        yield pool
+    finally:
+        pool.cleanup()
+        if request.session.testsfailed > failed_before:
+            sys.stdout.write(pool.logs())
+
+
+@pytest.fixture
+async def opened() -> AsyncIterator[list[Client]]:
+    """Every charger socket a test opened; all are closed at teardown."""
+    clients: list[Client] = []
+    yield clients
+    await asyncio.gather(*(c.close() for c in clients))
+
+
+class Client:
+    """A connected OCPP 1.6 charge point (the ocpp library's ChargePoint)."""
+
+    def __init__(self, charger_id: str, ws: ClientConnection) -> None:
+        self.id = charger_id
+        self.ws = ws
+        self.cp = Cp16(charger_id, ws, response_timeout=30)
+        self.reader = asyncio.create_task(self.cp.start())
+
+    async def call(self, payload: Any, **kwargs: Any) -> Any:
+        return await self.cp.call(payload, suppress=False, **kwargs)
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.ws.close()
+        self.reader.cancel()
+        with contextlib.suppress(BaseException):
+            await self.reader
+
+
+async def connect(server: ServerProcess, charger_id: str, opened: list[Client]) -> Client:
+    client = Client(charger_id, await server.connect_ocpp(charger_id))
+    opened.append(client)
+    return client
+
+
+async def run_until(event: asyncio.Event, work: list[Coroutine[Any, Any, None]]) -> None:
+    """Run ``work`` concurrently until ``event`` is set (or all of it is done); then cancel
+    what is still running (calls in flight to a server that is gone)."""
+    tasks = [asyncio.create_task(w) for w in work]
+    everything = asyncio.gather(*tasks)
+    waiter = asyncio.ensure_future(event.wait())
+    first_of: set[asyncio.Future[Any]] = {everything, waiter}
+    try:
+        await asyncio.wait(first_of, timeout=120, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (*tasks, waiter):
+            task.cancel()
+        await asyncio.gather(everything, waiter, return_exceptions=True)
+
+
+async def register(api: httpx.AsyncClient, charger_id: str) -> None:
+    r = await api.post("/api/v1/chargers", json={"id": charger_id, "security_profile": 0})
+    assert r.status_code == 201, r.text
+
+
+async def events(api: httpx.AsyncClient, charger_id: str, type_: str) -> list[dict[str, Any]]:
+    r = await api.get(
+        f"/api/v1/chargers/{charger_id}/events", params={"type": type_, "limit": 1000}
+    )
+    assert r.status_code == 200, r.text
+    items: list[dict[str, Any]] = r.json()["items"]
+    return items
+
+
+async def charger(api: httpx.AsyncClient, charger_id: str) -> dict[str, Any]:
+    r = await api.get(f"/api/v1/chargers/{charger_id}")
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+async def connectivity(api: httpx.AsyncClient, charger_id: str) -> list[dict[str, Any]]:
+    r = await api.get(
+        f"/api/v1/chargers/{charger_id}/status-history", params={"kind": "connectivity"}
+    )
+    assert r.status_code == 200, r.text
+    rows: list[dict[str, Any]] = r.json()
+    return rows
+
+
+def ts(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+# ------------------------------------------------------------------ 1. crash durability
+N_CHARGERS = 50
+FAULTS_PER_CHARGER = 4
+
+
+async def _snapshot(database_url: str) -> dict[str, Any]:
+    """Read the database of the dead process: what was committed, what ticketing had."""
+    outbox = OutboxEvent.__table__
+    reports = FaultReport.__table__
+    cursors = ConsumerCursor.__table__
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            raised = (
+                await conn.execute(select(outbox.c.payload).where(outbox.c.type == "FaultRaised"))
+            ).all()
+            handled = (
+                await conn.execute(
+                    select(reports.c.charger_id, reports.c.error_code, reports.c.connector).where(
+                        reports.c.kind == "raised"
+                    )
+                )
+            ).all()
+            head = (await conn.execute(select(func.max(outbox.c.seq)))).scalar() or 0
+            cursor = (
+                await conn.execute(
+                    select(cursors.c.position).where(cursors.c.consumer == FAULT_INTAKE)
+                )
+            ).scalar() or 0
+    finally:
+        await engine.dispose()
+    committed: list[FaultKey] = []
+    for (payload,) in raised:
+        event = json.loads(payload)
+        committed.append(
+            (event["charger_id"], event["error_code"], str(event["connector"]["connector_id"]))
+        )
+    return {
+        "committed": committed,
+        "handled": {(r.charger_id, r.error_code, r.connector) for r in handled},
+        "head": head,
+        "cursor": cursor,
+    }
+
+
+async def test_sigkill_right_after_acknowledgements_loses_no_fault(
+    database_url: str, servers: ServerPool, opened: list[Client]
+) -> None:
+    first = await servers.start_ready(database_url)
+    ids = [f"CRASH-{i:03d}" for i in range(N_CHARGERS)]
+    async with first.api() as api:
+        for cid in ids:
+            await register(api, cid)
+    clients = await asyncio.gather(*(connect(first, cid, opened) for cid in ids))
+
+    # Distinct (error code, connector) per fault: each StatusNotification raises one fault.
+    planned: dict[str, list[FaultKey]] = {
+        cid: [
+            (cid, ERROR_CODES[(i + j) % len(ERROR_CODES)], str(j + 1))
+            for j in range(FAULTS_PER_CHARGER)
+        ]
+        for i, cid in enumerate(ids)
+    }
+    total = N_CHARGERS * FAULTS_PER_CHARGER
+    kill_at = total * 3 // 4  # the rest are in flight or unsent when the process dies
+    acked: list[FaultKey] = []
+    failures: list[str] = []
+    killed = asyncio.Event()
+
+    async def send_faults(client: Client) -> None:
+        for key in planned[client.id]:
+            if killed.is_set():
+                return
+            try:
+                await client.call(
+                    call.StatusNotification(
+                        connector_id=int(key[2]), error_code=key[1], status="Faulted"
+                    )
+                )
+            except Exception as exc:
+                if not killed.is_set():
+                    failures.append(f"{key}: {exc!r}")
+                return
+            acked.append(key)  # a CALLRESULT arrived: the fault must survive anything now
+            if len(acked) >= kill_at and not killed.is_set():
+                first.kill()
+                killed.set()
+
+    await run_until(killed, [send_faults(c) for c in clients])
+    assert not failures, failures
+    assert killed.is_set(), f"only {len(acked)} of {total} faults acknowledged"
+    assert await first.wait_exit() == -signal.SIGKILL
+    assert len(set(acked)) == len(acked)
+
+    snap = await _snapshot(database_url)
+    committed = set(snap["committed"])
+    # Rule 1: an acknowledged fault is durable in the outbox before the CALLRESULT is sent.
+    assert set(acked) <= committed, sorted(set(acked) - committed)
+    unhandled = set(acked) - snap["handled"]
+    sys.stdout.write(
+        f"at SIGKILL: {len(acked)} faults acknowledged, {len(committed)} FaultRaised committed, "
+        f"{len(snap['handled'])} in ticketing; {len(unhandled)} acknowledged faults not yet "
+        f"handled by ticketing (outbox head {snap['head']}, {FAULT_INTAKE} cursor "
+        f"{snap['cursor']})\n"
+    )
+
+    second = await servers.start_ready(database_url)
+    async with second.api() as api:
+
+        async def all_delivered() -> Counter[FaultKey] | None:
+            r = await api.get("/api/v1/faults", params={"kind": "raised", "limit": 1000})
+            assert r.status_code == 200, r.text
+            seen = Counter((f["charger_id"], f["error_code"], f["connector"]) for f in r.json())
+            return seen if committed <= seen.keys() else None
+
+        seen = await eventually(all_delivered)
+    assert {key: seen[key] for key in acked} == dict.fromkeys(acked, 1)
+    assert set(seen.values()) == {1}, [k for k, n in seen.items() if n > 1]
+    assert seen.keys() == committed
+
+
+# ------------------------------------------------------------------ 2. graceful shutdown
+TERM_CHARGERS = 5
+TERM_AT = 100  # heartbeats acknowledged (all chargers together) when SIGTERM is sent
+
+
+async def test_sigterm_closes_chargers_with_1001_keeps_what_was_acknowledged_and_exits_0(
+    database_url: str, servers: ServerPool, opened: list[Client]
+) -> None:
+    first = await servers.start_ready(database_url)
+    ids = [f"TERM-{i}" for i in range(TERM_CHARGERS)]
+    async with first.api() as api:
+        for cid in ids:
+            await register(api, cid)
+    clients = [await connect(first, cid, opened) for cid in ids]
+    acked: dict[str, list[str]] = {cid: [] for cid in ids}
+    failures: list[str] = []
+    terminated = asyncio.Event()
+
+    async def heartbeats(client: Client) -> None:
+        for n in range(1000):
+            if terminated.is_set():
+                return
+            unique_id = f"hb-{client.id}-{n}"
+            try:
+                hb = await client.call(call.Heartbeat(), unique_id=unique_id)
+            except Exception as exc:
+                if not terminated.is_set():
+                    failures.append(f"{unique_id}: {exc!r}")
+                return
+            assert hb.current_time
+            acked[client.id].append(unique_id)
+            if sum(map(len, acked.values())) >= TERM_AT and not terminated.is_set():
+                first.terminate()  # right after an acknowledgement, others in flight
+                terminated.set()
+
+    await run_until(terminated, [heartbeats(c) for c in clients])
+    assert not failures, failures
+    assert terminated.is_set()
+    for client in clients:
+        await asyncio.wait_for(client.ws.wait_closed(), 30)
+        assert client.ws.close_code == 1001, (client.id, client.ws.close_code)
+    assert await first.wait_exit() == 0
+
+    second = await servers.start_ready(database_url)
+    async with second.api() as api:
+        for cid in ids:
+            r = await api.get(f"/api/v1/chargers/{cid}/messages", params={"limit": 1000})
+            assert r.status_code == 200, r.text
+            page = r.json()
+            assert page["next_cursor"] is None
+            logged = {(m["message_id"], m["direction"], m["message_type"]) for m in page["items"]}
+            for unique_id in acked[cid]:
+                # The CALL and our CALLRESULT to it, both logged before the answer was sent.
+                assert (unique_id, "in", 2) in logged, unique_id
+                assert (unique_id, "out", 3) in logged, unique_id
+
+
+# ------------------------------------------------------------------ 3. restart presence
+async def _last_seen(database_url: str, charger_id: str) -> datetime | None:
+    table = ChargerState.__table__
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            value: datetime | None = (
+                await conn.execute(
+                    select(table.c.last_seen).where(table.c.charger_id == charger_id)
+                )
+            ).scalar()
+    finally:
+        await engine.dispose()
+    return value
+
+
+async def test_restart_marks_only_chargers_that_do_not_return_offline(
+    database_url: str, servers: ServerPool, opened: list[Client]
+) -> None:
+    first = await servers.start_ready(database_url)
+    gone, back = "RESTART-GONE", "RESTART-BACK"
+    async with first.api() as api:
+        await register(api, gone)
+        await register(api, back)
+        clients = [await connect(first, cid, opened) for cid in (gone, back)]
+        beats = [await client.call(call.Heartbeat()) for client in clients]
+    first.terminate()
+    assert await first.wait_exit() == 0
+    # What the stopped process left as the departed charger's last-seen time: the receipt
+    # of its Heartbeat, its last message (the CALLRESULT's currentTime is that, to the ms).
+    gone_last_seen = await _last_seen(database_url, gone)
+    assert gone_last_seen is not None
+    in_ms = gone_last_seen.replace(microsecond=gone_last_seen.microsecond // 1000 * 1000)
+    assert in_ms == ts(beats[0].current_time)
+
+    # The returning charger reconnects as soon as the OCPP port listens, within the grace.
+    second = servers.start(database_url, offline_grace=1.5)
+    returned = await connect(second, back, opened)
+    await returned.call(call.Heartbeat())
+    await second.wait_ready()
+    async with second.api() as api:
+
+        async def gone_offline() -> dict[str, Any] | None:
+            body = await charger(api, gone)
+            return body if body["online"] is False else None
+
+        body = await eventually(gone_offline)
+        assert ts(body["last_seen"]) == gone_last_seen
+        assert ts(body["offline_since"]) == gone_last_seen
+        [offline] = await events(api, gone, "ChargerOffline")
+        assert offline["payload"]["reason"] == "csms_restarted"
+        assert ts(offline["payload"]["since"]) == gone_last_seen
+        history = await connectivity(api, gone)
+        assert [h["status"] for h in history] == ["online", "offline"]
+        assert ts(history[-1]["started_at"]) == gone_last_seen
+
+        # Its grace ran out together with the other's: the returning one never went offline.
+        assert (await charger(api, back))["online"] is True
+        assert await events(api, back, "ChargerOffline") == []
+        assert len(await events(api, back, "ChargerOnline")) == 1
+        assert [h["status"] for h in await connectivity(api, back)] == ["online"]
+
+
+# ------------------------------------------------------------------ 4. migrate
+def test_migrate_twice_on_a_fresh_sqlite_file(tmp_path: Path) -> None:
+    path = tmp_path / "fresh" / "chargeops.db"
+    url = f"sqlite+aiosqlite:///{path}"
+    for _ in range(2):
+        done = subprocess.run(
+            chargeops_command("migrate"),
+            env=server_env(url),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "latest revision" in done.stdout
+    head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        versions = [r[0] for r in db.execute("SELECT version_num FROM alembic_version")]
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert versions == [head]
+    assert {"bus_outbox", "bus_cursors", "bus_inbox", "ticketing_fault_reports"} <= tables
