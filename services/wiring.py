@@ -68,7 +68,7 @@ async def build_all_in_one(settings: Settings, *, migrate: bool = True) -> AllIn
         if await seed_admin_token(db, settings.admin_token.get_secret_value()):
             log.info("seeded the admin API token from CHARGEOPS_ADMIN_TOKEN")
     csms_rt = csms.bootstrap.build(settings, bus, db, committer)
-    ticketing_rt = ticketing.bootstrap.build(settings, bus, db)
+    ticketing_rt = ticketing.bootstrap.build(settings, bus, db, committer)
     app = create_app(db, bus, [*csms.bootstrap.routers(), *ticketing.bootstrap.routers()])
     return AllInOne(settings, db, committer, bus, csms_rt, ticketing_rt, app)
 

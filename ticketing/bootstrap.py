@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from fastapi import APIRouter
 
 from services.bus import Bus
+from services.committer import GroupCommitter
 from services.db import Database
 from services.settings import Settings
 from ticketing import api
@@ -18,9 +19,11 @@ class TicketingRuntime:
     fault_intake: FaultIntake
 
 
-def build(settings: Settings, bus: Bus, db: Database) -> TicketingRuntime:
-    _ = settings
-    intake = FaultIntake(db)
+def build(
+    settings: Settings, bus: Bus, db: Database, committer: GroupCommitter
+) -> TicketingRuntime:
+    _ = settings, db
+    intake = FaultIntake(committer)
     bus.subscribe(CONSUMER, EVENT_TYPES, intake.handle)
     return TicketingRuntime(intake)
 

@@ -247,9 +247,8 @@ class OutboxBus(Bus):
             )
 
     async def _save_cursor(self, name: str, position: int) -> None:
-        async with self._engine.begin() as conn:
-            await conn.execute(
-                CURSORS.update()
-                .where(CURSORS.c.consumer == name)
-                .values(position=position, updated_at=utcnow())
-            )
+        """Queue the cursor for the next group commit: one writer connection, no waiting.
+        A cursor stored a little late only means a little redelivery after a crash."""
+        writes = WriteSet()
+        writes.upsert(CURSORS, {"consumer": name, "position": position, "updated_at": utcnow()})
+        self._committer.submit(writes)
