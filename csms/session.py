@@ -17,6 +17,7 @@ side), so a flooding charger only slows itself; a token bucket throttles it furt
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 import uuid
@@ -38,13 +39,17 @@ from csms.identity import Identity
 from csms.protocol.errors import ErrorKind, FrameError, error_code
 from csms.protocol.framing import call_error_frame, call_result_frame, parse_frame
 from csms.protocol.keys import to_camel, to_snake
+from csms.protocol.timestamps import parse_timestamp
 from csms.protocol.validation import validate
 from services.bus import record
 from services.bus.contracts import (
     ConnectorRef,
     ConnectorStatusChanged,
     Event,
+    FirmwareKind,
+    FirmwareStatusChanged,
     NormalizedStatus,
+    SecurityEventReported,
 )
 from services.committer import WriteSet
 from services.observability import metrics
@@ -420,6 +425,52 @@ class OcppSession:
                 )
             )
         return previous
+
+    def store_meter_value(
+        self, connector_key: str, transaction_id: str | None, sample: dict[str, Any]
+    ) -> str:
+        """Store one meter-value sample, de-duplicated on its content; returns its key."""
+        rx = self.incoming
+        ts = sample.get("timestamp")
+        key = hashlib.sha256(
+            f"{self.charger_id}|{connector_key}|{ts}|{transaction_id}".encode()
+        ).hexdigest()
+        state.meter_values(
+            rx.writes,
+            key,
+            self.charger_id,
+            connector_key,
+            transaction_id,
+            parse_timestamp(ts),
+            rx.received_at,
+            sample.get("sampled_value", []),
+        )
+        return key
+
+    def firmware_event(self, kind: FirmwareKind, status: str, request_id: int | None) -> None:
+        rx = self.incoming
+        self.emit(
+            FirmwareStatusChanged(
+                charger_id=self.charger_id,
+                received_at=rx.received_at,
+                kind=kind,
+                status=status,
+                request_id=request_id,
+            )
+        )
+
+    def security_event(self, event_type: str, timestamp: str, tech_info: str | None) -> None:
+        rx = self.incoming
+        self.emit(
+            SecurityEventReported(
+                event_id=stable_event_id(self.charger_id, "security", event_type, timestamp),
+                charger_id=self.charger_id,
+                received_at=rx.received_at,
+                charger_time=parse_timestamp(timestamp),
+                event_type=event_type,
+                tech_info=tech_info,
+            )
+        )
 
     def touch_state(self, **values: Any) -> None:
         state.charger_state(self.incoming.writes, self.charger_id, **values)

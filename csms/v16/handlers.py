@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from ocpp.v16 import ChargePoint, call_result
 from ocpp.v16.enums import Action
 
-from csms import faults, state
+from csms import faults
 from csms.authorization import authorize
 from csms.protocol.routing import on
 from csms.protocol.timestamps import format_timestamp, parse_timestamp
@@ -20,10 +19,7 @@ from services.bus.contracts import (
     ConnectorRef,
     FaultCleared,
     FaultRaised,
-    FirmwareKind,
-    FirmwareStatusChanged,
     MeterValuesReceived,
-    SecurityEventReported,
 )
 
 
@@ -172,7 +168,7 @@ class V16Session(OcppSession, ChargePoint):  # type: ignore[misc]
     ) -> call_result.StopTransaction:
         id_tag = kwargs.get("id_tag")
         for sample in kwargs.get("transaction_data") or []:
-            self._store_meter_value(0, str(transaction_id), sample)
+            self.store_meter_value("0", str(transaction_id), sample)
         stop_transaction(
             self,
             transaction_id=str(transaction_id),
@@ -192,7 +188,7 @@ class V16Session(OcppSession, ChargePoint):  # type: ignore[misc]
         rx = self.incoming
         tx = kwargs.get("transaction_id")
         tx_id = str(tx) if tx is not None else None
-        keys = [self._store_meter_value(connector_id, tx_id, sample) for sample in meter_value]
+        keys = [self.store_meter_value(str(connector_id), tx_id, s) for s in meter_value]
         self.emit(
             MeterValuesReceived(
                 event_id=stable_event_id(self.charger_id, "meter", *keys),
@@ -206,26 +202,6 @@ class V16Session(OcppSession, ChargePoint):  # type: ignore[misc]
         )
         return call_result.MeterValues()
 
-    def _store_meter_value(
-        self, connector_id: int, transaction_id: str | None, sample: dict[str, Any]
-    ) -> str:
-        rx = self.incoming
-        ts = sample.get("timestamp")
-        key = hashlib.sha256(
-            f"{self.charger_id}|{connector_id}|{ts}|{transaction_id}".encode()
-        ).hexdigest()
-        state.meter_values(
-            rx.writes,
-            key,
-            self.charger_id,
-            str(connector_id),
-            transaction_id,
-            parse_timestamp(ts),
-            rx.received_at,
-            sample.get("sampled_value", []),
-        )
-        return key
-
     @on(Action.data_transfer)
     async def on_data_transfer(self, **_: Any) -> call_result.DataTransfer:
         # No vendor extensions are registered: the spec's answer is UnknownVendorId.
@@ -235,14 +211,14 @@ class V16Session(OcppSession, ChargePoint):  # type: ignore[misc]
     async def on_diagnostics_status_notification(
         self, status: str, **_: Any
     ) -> call_result.DiagnosticsStatusNotification:
-        self._firmware_event("diagnostics", status, None)
+        self.firmware_event("diagnostics", status, None)
         return call_result.DiagnosticsStatusNotification()
 
     @on(Action.firmware_status_notification)
     async def on_firmware_status_notification(
         self, status: str, **_: Any
     ) -> call_result.FirmwareStatusNotification:
-        self._firmware_event("firmware", status, None)
+        self.firmware_event("firmware", status, None)
         self.touch_state(firmware_status=status)
         return call_result.FirmwareStatusNotification()
 
@@ -250,7 +226,7 @@ class V16Session(OcppSession, ChargePoint):  # type: ignore[misc]
     async def on_signed_firmware_status_notification(
         self, status: str, **kwargs: Any
     ) -> call_result.SignedFirmwareStatusNotification:
-        self._firmware_event("signed_firmware", status, kwargs.get("request_id"))
+        self.firmware_event("signed_firmware", status, kwargs.get("request_id"))
         self.touch_state(firmware_status=status)
         return call_result.SignedFirmwareStatusNotification()
 
@@ -258,36 +234,14 @@ class V16Session(OcppSession, ChargePoint):  # type: ignore[misc]
     async def on_log_status_notification(
         self, status: str, **kwargs: Any
     ) -> call_result.LogStatusNotification:
-        self._firmware_event("log", status, kwargs.get("request_id"))
+        self.firmware_event("log", status, kwargs.get("request_id"))
         return call_result.LogStatusNotification()
-
-    def _firmware_event(self, kind: FirmwareKind, status: str, request_id: int | None) -> None:
-        rx = self.incoming
-        self.emit(
-            FirmwareStatusChanged(
-                charger_id=self.charger_id,
-                received_at=rx.received_at,
-                kind=kind,
-                status=status,
-                request_id=request_id,
-            )
-        )
 
     @on(Action.security_event_notification)
     async def on_security_event_notification(
         self, type: str, timestamp: str, **kwargs: Any
     ) -> call_result.SecurityEventNotification:
-        rx = self.incoming
-        self.emit(
-            SecurityEventReported(
-                event_id=stable_event_id(self.charger_id, "security", type, timestamp),
-                charger_id=self.charger_id,
-                received_at=rx.received_at,
-                charger_time=parse_timestamp(timestamp),
-                event_type=type,
-                tech_info=kwargs.get("tech_info"),
-            )
-        )
+        self.security_event(type, timestamp, kwargs.get("tech_info"))
         return call_result.SecurityEventNotification()
 
     @on(Action.sign_certificate)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from ocpp.v201 import ChargePoint, call_result
 from ocpp.v201.enums import Action
 
-from csms import faults, state
+from csms import faults
 from csms.authorization import authorize
 from csms.protocol.routing import on
 from csms.protocol.timestamps import format_timestamp, parse_timestamp
@@ -20,11 +19,8 @@ from services.bus.contracts import (
     ConnectorRef,
     FaultCleared,
     FaultRaised,
-    FirmwareKind,
-    FirmwareStatusChanged,
     MeterValuesReceived,
     NormalizedStatus,
-    SecurityEventReported,
 )
 
 
@@ -161,17 +157,7 @@ class V201Session(OcppSession, ChargePoint):  # type: ignore[misc]
     async def on_security_event_notification(
         self, type: str, timestamp: str, **kwargs: Any
     ) -> call_result.SecurityEventNotification:
-        rx = self.incoming
-        self.emit(
-            SecurityEventReported(
-                event_id=stable_event_id(self.charger_id, "security", type, timestamp),
-                charger_id=self.charger_id,
-                received_at=rx.received_at,
-                charger_time=parse_timestamp(timestamp),
-                event_type=type,
-                tech_info=kwargs.get("tech_info"),
-            )
-        )
+        self.security_event(type, timestamp, kwargs.get("tech_info"))
         return call_result.SecurityEventNotification()
 
     @on(Action.authorize)
@@ -196,7 +182,7 @@ class V201Session(OcppSession, ChargePoint):  # type: ignore[misc]
         id_token = (kwargs.get("id_token") or {}).get("id_token")
         samples = kwargs.get("meter_value") or []
         for sample in samples:
-            self._store_meter_value(connector, transaction_id, sample)
+            self.store_meter_value(connector.key, transaction_id, sample)
         energy = _energy_wh(samples)
         if event_type == "Started":
             start_transaction_201(
@@ -228,7 +214,7 @@ class V201Session(OcppSession, ChargePoint):  # type: ignore[misc]
     ) -> call_result.MeterValues:
         rx = self.incoming
         connector = ConnectorRef(evse_id=evse_id)
-        keys = [self._store_meter_value(connector, None, sample) for sample in meter_value]
+        keys = [self.store_meter_value(connector.key, None, s) for s in meter_value]
         self.emit(
             MeterValuesReceived(
                 event_id=stable_event_id(self.charger_id, "meter", *keys),
@@ -241,31 +227,11 @@ class V201Session(OcppSession, ChargePoint):  # type: ignore[misc]
         )
         return call_result.MeterValues()
 
-    def _store_meter_value(
-        self, connector: ConnectorRef, transaction_id: str | None, sample: dict[str, Any]
-    ) -> str:
-        rx = self.incoming
-        ts = sample.get("timestamp")
-        key = hashlib.sha256(
-            f"{self.charger_id}|{connector.key}|{ts}|{transaction_id}".encode()
-        ).hexdigest()
-        state.meter_values(
-            rx.writes,
-            key,
-            self.charger_id,
-            connector.key,
-            transaction_id,
-            parse_timestamp(ts),
-            rx.received_at,
-            sample.get("sampled_value", []),
-        )
-        return key
-
     @on(Action.firmware_status_notification)
     async def on_firmware_status_notification(
         self, status: str, **kwargs: Any
     ) -> call_result.FirmwareStatusNotification:
-        self._firmware_event("firmware", status, kwargs.get("request_id"))
+        self.firmware_event("firmware", status, kwargs.get("request_id"))
         self.touch_state(firmware_status=status)
         return call_result.FirmwareStatusNotification()
 
@@ -273,20 +239,8 @@ class V201Session(OcppSession, ChargePoint):  # type: ignore[misc]
     async def on_log_status_notification(
         self, status: str, **kwargs: Any
     ) -> call_result.LogStatusNotification:
-        self._firmware_event("log", status, kwargs.get("request_id"))
+        self.firmware_event("log", status, kwargs.get("request_id"))
         return call_result.LogStatusNotification()
-
-    def _firmware_event(self, kind: FirmwareKind, status: str, request_id: int | None) -> None:
-        rx = self.incoming
-        self.emit(
-            FirmwareStatusChanged(
-                charger_id=self.charger_id,
-                received_at=rx.received_at,
-                kind=kind,
-                status=status,
-                request_id=request_id,
-            )
-        )
 
     @on(Action.notify_report)
     async def on_notify_report(self, **_: Any) -> call_result.NotifyReport:
