@@ -31,6 +31,7 @@ from services.bus.contracts import (
 )
 from services.committer import WriteSet
 from services.observability import metrics
+from services.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -90,13 +91,8 @@ class Presence:
 
     async def stop(self) -> None:
         self._stopping = True
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def connected(self, session: OcppSession) -> None:
         cid = session.charger_id

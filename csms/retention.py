@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from csms.context import CsmsContext
 from csms.state import MESSAGE_LOG
 from services.db import Database
+from services.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +85,8 @@ class RetentionJob:
             self._task = asyncio.create_task(self._run(), name="message-log-retention")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def run_once(self) -> int:
         days = self.ctx.settings.message_log_retention_days

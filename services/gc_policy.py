@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 
 from services.observability import metrics
+from services.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +50,8 @@ class GcPolicy:
         self._task = asyncio.create_task(self._run(), name="gc-policy")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     def freeze_young(self) -> None:
         gc.collect(1)
