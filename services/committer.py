@@ -127,6 +127,10 @@ class GroupCommitter:
         self._closed = False
         self._statements: dict[tuple[str, str, Table, tuple[str, ...]], Any] = {}
 
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
     def on_commit(self, hook: CommitHook) -> None:
         self._hooks.append(hook)
 

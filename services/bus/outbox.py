@@ -55,7 +55,7 @@ class OutboxBus(Bus):
         idle_poll: float = 1.0,
     ) -> None:
         self._committer = committer
-        self._engine = engine if engine is not None else committer._engine
+        self._engine = engine if engine is not None else committer.engine
         self._page_size = page_size
         self._max_attempts = max_attempts
         self._retry_delay = retry_delay
