@@ -177,6 +177,10 @@ async def update_charger(
         charger = await session.get(Charger, charger_id)
         if charger is None:
             raise _not_found(charger_id)
+        accepting = (
+            changes.get("registration_status") == "accepted"
+            and charger.registration_status != "accepted"
+        )
         password = changes.pop("password", None)
         if password is not None:
             charger.password_hash = hash_password(password)
@@ -187,6 +191,14 @@ async def update_charger(
         if charger.security_profile in (1, 2) and charger.password_hash is None:
             raise Problem(
                 422, "Request validation failed", "security profiles 1 and 2 need a password"
+            )
+        if accepting and charger.security_profile == 0 and "security_profile" not in changes:
+            # A station commissioned without credentials could be anyone using its id.
+            raise Problem(
+                422,
+                "Request validation failed",
+                "this charger has no credentials: set a password and security_profile 1-3, "
+                "or send security_profile 0 explicitly to accept it without authentication",
             )
         charger.updated_at = utcnow()
         await session.commit()

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from ocpp.v16 import call as call16
 from ocpp.v201 import call as call201
+from websockets.asyncio.client import connect
 
-from tests.conftest import Running, charge_point, register
+from tests.conftest import PASSWORD, Running, SystemFactory, charge_point, register
 
 
 @pytest.mark.parametrize("status", ["accepted", "pending", "rejected"])
@@ -38,3 +39,39 @@ async def test_bad_registration_status_is_refused(running: Running) -> None:
     assert r.status_code == 422
     assert r.headers["content-type"].startswith("application/problem+json")
     assert "registration_status" in r.json()["detail"]
+
+
+async def test_accepting_a_charger_without_credentials_must_be_explicit(
+    system_factory: SystemFactory,
+) -> None:
+    async with system_factory(allow_unknown_chargers=True) as running:
+        # An unknown station with no credentials is commissioned as pending, profile 0.
+        async with connect(
+            running.ocpp_url + "CP-NOAUTH",
+            subprotocols=["ocpp1.6"],  # type: ignore[list-item]
+        ) as ws:
+            await ws.send(
+                '[2,"1","BootNotification",{"chargePointVendor":"V","chargePointModel":"M"}]'
+            )
+            assert '"Pending"' in await ws.recv()
+        body = (await running.api.get("/api/v1/chargers/CP-NOAUTH")).json()
+        assert (body["registration_status"], body["security_profile"]) == ("pending", 0)
+
+        refused = await running.api.patch(
+            "/api/v1/chargers/CP-NOAUTH", json={"registration_status": "accepted"}
+        )
+        assert refused.status_code == 422
+        assert "no credentials" in refused.json()["detail"]
+        body = (await running.api.get("/api/v1/chargers/CP-NOAUTH")).json()
+        assert body["registration_status"] == "pending"
+
+        with_password = await running.api.patch(
+            "/api/v1/chargers/CP-NOAUTH",
+            json={
+                "registration_status": "accepted",
+                "security_profile": 1,
+                "password": PASSWORD,
+            },
+        )
+        assert with_password.status_code == 200, with_password.text
+        assert with_password.json()["security_profile"] == 1
