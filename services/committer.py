@@ -106,7 +106,8 @@ def _sqlite_datetime(value: datetime | None) -> str | None:
         return None
     if value.tzinfo is None:
         raise ValueError("naive datetime given to a UTC column")
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    # isoformat is several times cheaper than strftime and yields the same text.
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 class CommitterClosed(RuntimeError):
