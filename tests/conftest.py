@@ -243,6 +243,17 @@ async def charge_point(
         await handle.close()
 
 
+async def charger_events(
+    running: Running, charger_id: str, type_: str | None = None
+) -> list[dict[str, Any]]:
+    """A charger's normalized events through the API, oldest first."""
+    params = {"limit": 1000, **({"type": type_} if type_ else {})}
+    r = await running.api.get(f"/api/v1/chargers/{charger_id}/events", params=params)
+    assert r.status_code == 200, r.text
+    items: list[dict[str, Any]] = r.json()["items"]
+    return list(reversed(items))
+
+
 async def eventually(
     check: Callable[[], Awaitable[Any]], *, attempts: int = 200, delay: float = 0.05
 ) -> Any:

@@ -1215,6 +1215,17 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return "\n".join(lines)
 
 
+def start_run(pin: bool, versions: Sequence[str], kinds: Sequence[str]) -> CpuPlan:
+    """Every script's prologue: plan CPUs, pin this (driver) process, check the frames it
+    will send against the schemas, print the machine line."""
+    plan = cpu_plan(pin)
+    if plan.client is not None:
+        os.sched_setaffinity(0, plan.client)
+    self_check(versions, kinds)
+    print(machine_summary(plan))
+    return plan
+
+
 def machine_summary(plan: CpuPlan) -> str:
     return (
         f"machine: {os.cpu_count()} CPUs ({platform_cpu()}), Python {sys.version.split()[0]}, "

@@ -30,12 +30,10 @@ from benchlib import (
     LoadGenerator,
     Phase,
     bench_ids,
-    cpu_plan,
-    machine_summary,
     ms,
     percentile,
-    self_check,
     sleep_until,
+    start_run,
     system_busy_seconds,
     table,
     write_json,
@@ -173,13 +171,7 @@ def run_version(
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    plan = cpu_plan(args.pin)
-    if plan.client is not None:
-        import os
-
-        os.sched_setaffinity(0, plan.client)
-    self_check(args.versions, ["fault"])
-    print(machine_summary(plan))
+    plan = start_run(args.pin, args.versions, ["fault"])
     print(
         f"{args.connections} connections; each alternates Faulted / Available; warm-up "
         f"{args.warmup:g} s and {args.seconds:g} s measured per offered rate"

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import time
 from typing import Any
 
@@ -31,11 +30,9 @@ from benchlib import (
     LoadGenerator,
     Phase,
     bench_ids,
-    cpu_plan,
-    machine_summary,
     percentile,
-    self_check,
     sleep_until,
+    start_run,
     system_busy_seconds,
     table,
     write_json,
@@ -222,11 +219,7 @@ def hold(target: str, args: argparse.Namespace, plan: Any, ids: list[str]) -> di
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    plan = cpu_plan(args.pin)
-    if plan.client is not None:
-        os.sched_setaffinity(0, plan.client)
-    self_check([args.version], ["heartbeat", "boot"])
-    print(machine_summary(plan))
+    plan = start_run(args.pin, [args.version], ["heartbeat", "boot"])
     print(
         f"{args.count} profile-0 chargers, OCPP {args.version}, {args.procs} load processes, "
         f"held {args.hold:g} s, one Heartbeat per charger every {args.heartbeat_interval:g} s"

@@ -35,12 +35,10 @@ from benchlib import (
     Phase,
     bench_ids,
     commit_stats,
-    cpu_plan,
-    machine_summary,
     ms,
     percentile,
-    self_check,
     sleep_until,
+    start_run,
     system_busy_seconds,
     table,
     write_json,
@@ -316,11 +314,7 @@ def run_one(
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    plan = cpu_plan(args.pin)
-    if plan.client is not None:
-        os.sched_setaffinity(0, plan.client)
-    self_check(args.versions, args.messages)
-    print(machine_summary(plan))
+    plan = start_run(args.pin, args.versions, args.messages)
     print(
         f"closed loop, 1 CALL outstanding per connection; warm-up {args.warmup:g} s, measured "
         f"{args.seconds:g} s, median of {args.repeat} run(s); {args.client_procs} load process(es) "

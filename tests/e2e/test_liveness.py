@@ -9,7 +9,7 @@ from typing import Any
 
 from websockets.asyncio.client import connect
 
-from tests.conftest import Running, SystemFactory, eventually
+from tests.conftest import Running, SystemFactory, charger_events, eventually
 
 
 async def _register_open(running: Running, charger_id: str) -> None:
@@ -20,12 +20,6 @@ async def _register_open(running: Running, charger_id: str) -> None:
 async def _charger(running: Running, charger_id: str) -> dict[str, Any]:
     body: dict[str, Any] = (await running.api.get(f"/api/v1/chargers/{charger_id}")).json()
     return body
-
-
-async def _events(running: Running, charger_id: str, type_: str) -> list[dict[str, Any]]:
-    r = await running.api.get(f"/api/v1/chargers/{charger_id}/events", params={"type": type_})
-    items: list[dict[str, Any]] = r.json()["items"]
-    return items
 
 
 async def test_zombie_socket_is_closed_by_ping_timeout(system_factory: SystemFactory) -> None:
@@ -59,7 +53,7 @@ async def test_zombie_socket_is_closed_by_ping_timeout(system_factory: SystemFac
             return (await _charger(running, "CP-ZOMBIE"))["online"] is False
 
         await eventually(offline)
-        disconnected = await _events(running, "CP-ZOMBIE", "ChargerDisconnected")
+        disconnected = await charger_events(running, "CP-ZOMBIE", "ChargerDisconnected")
         # 1011 sent by the server after the ping timeout; 1006 as no close frame came back.
         assert disconnected and disconnected[0]["payload"]["close_code"] in (1006, 1011)
         writer.close()
@@ -83,7 +77,7 @@ async def test_silent_charger_is_disconnected_and_offline_since_last_message(
             # Pings are answered (the socket is alive) but no OCPP message follows.
             await ws.wait_closed()
             assert ws.close_code == 1000
-        [offline] = await eventually(lambda: _events(running, "CP-SILENT", "ChargerOffline"))
+        [offline] = await eventually(lambda: charger_events(running, "CP-SILENT", "ChargerOffline"))
         assert offline["payload"]["reason"] == "heartbeat_timeout"
         body = await _charger(running, "CP-SILENT")
         assert body["online"] is False

@@ -7,17 +7,7 @@ from typing import Any
 
 from ocpp.v16 import call
 
-from tests.conftest import Running, charge_point, eventually, register
-
-
-async def _events(
-    running: Running, charger_id: str, type_: str | None = None
-) -> list[dict[str, Any]]:
-    params = {"limit": 1000, **({"type": type_} if type_ else {})}
-    r = await running.api.get(f"/api/v1/chargers/{charger_id}/events", params=params)
-    assert r.status_code == 200, r.text
-    items: list[dict[str, Any]] = r.json()["items"]
-    return list(reversed(items))
+from tests.conftest import Running, charge_point, charger_events, eventually, register
 
 
 async def test_boot_heartbeat_fault_recover_and_transaction(running: Running) -> None:
@@ -104,14 +94,14 @@ async def test_boot_heartbeat_fault_recover_and_transaction(running: Running) ->
         unknown = await cp.call(call.Authorize(id_tag="NOPE"))
         assert unknown.id_tag_info["status"] == "Invalid"
 
-    types = [e["type"] for e in await _events(running, "CP-16-A")]
+    types = [e["type"] for e in await charger_events(running, "CP-16-A")]
     assert types[:3] == ["ChargerConnected", "ChargerOnline", "ChargerBooted"]
     assert types.count("FaultRaised") == 1
     assert types.count("FaultCleared") == 1
     assert types.count("TransactionStarted") == 1
     assert types.count("TransactionEnded") == 1
     assert types.count("MeterValuesReceived") == 1
-    [raised] = await _events(running, "CP-16-A", "FaultRaised")
+    [raised] = await charger_events(running, "CP-16-A", "FaultRaised")
     payload = raised["payload"]
     assert payload["error_code"] == "GroundFailure"
     assert payload["vendor_error_code"] == "CX002"

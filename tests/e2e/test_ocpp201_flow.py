@@ -9,22 +9,11 @@ from typing import Any
 
 from ocpp.v201 import call
 
-from tests.conftest import Running, charge_point, eventually, register
+from tests.conftest import Running, charge_point, charger_events, eventually, register
 
 CID = "CP-201-A"
 CHARGEX = "https://chargex.inl.gov"
 EVSE_1_1 = {"evse_id": 1, "connector_id": 1}
-
-
-async def _events(
-    running: Running, charger_id: str, type_: str | None = None
-) -> list[dict[str, Any]]:
-    """Events of a charger, oldest first."""
-    params = {"limit": 1000, **({"type": type_} if type_ else {})}
-    r = await running.api.get(f"/api/v1/chargers/{charger_id}/events", params=params)
-    assert r.status_code == 200, r.text
-    items: list[dict[str, Any]] = r.json()["items"]
-    return list(reversed(items))
 
 
 def _status(status: str, timestamp: str) -> call.StatusNotification:
@@ -169,7 +158,7 @@ async def test_station_lifecycle(running: Running) -> None:
         assert [(c["connector"], c["status"]) for c in live["connectors"]] == [("1/1", "available")]
 
     # ------------------------------------------------------------ events
-    events = await _events(running, CID)
+    events = await charger_events(running, CID)
     types = [e["type"] for e in events]
     assert types[:3] == ["ChargerConnected", "ChargerOnline", "ChargerBooted"]
     assert {e["payload"]["ocpp_version"] for e in events[:3]} == {"2.0.1"}
