@@ -51,6 +51,7 @@ class Presence:
         self._pending: dict[str, _Pending] = {}
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._closing: set[asyncio.Task[None]] = set()
 
     @property
     def _grace(self) -> float:
@@ -101,7 +102,7 @@ class Presence:
         if old is not None:
             old.replaced = True
             log.info("charger %s reconnected; closing its previous connection", cid)
-            asyncio.create_task(old.ws.close(1000, "replaced by a new connection"))
+            self._close_later(old, 1000, "replaced by a new connection")
         self._pending.pop(cid, None)
         now = session.connected_at
         writes = WriteSet()
@@ -184,6 +185,13 @@ class Presence:
             except Exception:
                 log.exception("presence check failed")
 
+    def _close_later(self, session: OcppSession, code: int, reason: str) -> None:
+        """Close a socket without waiting; the task is kept until done (the loop itself
+        holds tasks only weakly)."""
+        task = asyncio.create_task(session.ws.close(code, reason))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
     def _flush_last_seen(self) -> None:
         """Write chargers' last-seen times once per tick instead of once per message."""
         writes = WriteSet()
@@ -204,8 +212,8 @@ class Presence:
                     session.charger_id,
                     session.last_seen.isoformat(),
                 )
-                asyncio.create_task(
-                    session.ws.close(1000, "nothing received for 2 x heartbeat interval + grace")
+                self._close_later(
+                    session, 1000, "nothing received for 2 x heartbeat interval + grace"
                 )
 
     async def _expire(self) -> None:

@@ -20,7 +20,6 @@ import asyncio
 import hashlib
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, is_dataclass
 from datetime import datetime
@@ -30,17 +29,20 @@ from typing import Any, ClassVar
 import orjson
 from ocpp.charge_point import remove_nones, serialize_as_dict
 from ocpp.messages import Call
+from sqlalchemy import select
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from csms import state
 from csms.context import CsmsContext
+from csms.event_ids import stable_event_id
 from csms.identity import Identity
 from csms.protocol.errors import ErrorKind, FrameError, error_code
 from csms.protocol.framing import call_error_frame, call_result_frame, parse_frame
 from csms.protocol.keys import to_camel, to_snake
 from csms.protocol.timestamps import parse_timestamp
 from csms.protocol.validation import validate
+from csms.tables import Charger
 from services.bus import record
 from services.bus.contracts import (
     ConnectorRef,
@@ -55,13 +57,6 @@ from services.committer import WriteSet
 from services.observability import metrics
 
 log = logging.getLogger(__name__)
-
-EVENT_NAMESPACE = uuid.UUID("5b0e1f5c-9c0a-4f57-9a43-6a2f2f0c0c0d")
-
-
-def stable_event_id(*parts: object) -> str:
-    """A deterministic event id, for events a charger may cause twice (retries)."""
-    return str(uuid.uuid5(EVENT_NAMESPACE, "|".join(str(p) for p in parts)))
 
 
 @dataclass
@@ -120,8 +115,6 @@ class OcppSession:
 
     async def load_state(self) -> None:
         """Read the connectors' last known state so changes are detected across reconnects."""
-        from sqlalchemy import select
-
         table = state.CONNECTOR_STATE
         async with self.ctx.db.engine.connect() as conn:
             rows = (
@@ -144,10 +137,6 @@ class OcppSession:
         """The registry's current status: a pending station keeps its connection and
         retries BootNotification, so an operator's acceptance must reach it without a
         reconnect (the status in ``identity`` is only what it was at the handshake)."""
-        from sqlalchemy import select
-
-        from csms.tables import Charger
-
         async with self.ctx.db.engine.connect() as conn:
             status = (
                 await conn.execute(

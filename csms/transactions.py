@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
+from csms.event_ids import stable_event_id
 from csms.protocol.timestamps import parse_timestamp
 from csms.state import TRANSACTIONS
 from services.bus.contracts import ConnectorRef, TransactionEnded, TransactionStarted
@@ -30,8 +31,6 @@ async def start_transaction_16(
     session: OcppSession, *, connector_id: int, id_tag: str, meter_start: int, timestamp: str
 ) -> int:
     """Create (or find the retried) transaction and return its integer id."""
-    from csms.session import stable_event_id
-
     rx = session.incoming
     dedupe = _key(session.charger_id, connector_id, timestamp, id_tag)
     started_at = parse_timestamp(timestamp)
@@ -88,8 +87,6 @@ def start_transaction_201(
     meter_start_wh: float | None,
     timestamp: str,
 ) -> None:
-    from csms.session import stable_event_id
-
     rx = session.incoming
     started_at = parse_timestamp(timestamp)
     rx.writes.insert_ignore(
@@ -130,8 +127,6 @@ def stop_transaction(
     timestamp: str,
     reason: str | None,
 ) -> None:
-    from csms.session import stable_event_id
-
     rx = session.incoming
     stopped_at = parse_timestamp(timestamp)
     values: dict[str, Any] = {"stopped_at": stopped_at, "stop_reason": reason}

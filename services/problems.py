@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -80,5 +80,3 @@ def install(app: FastAPI) -> None:
         }.get(exc.status_code, "HTTP error")
         headers = dict(exc.headers) if exc.headers else None
         return problem_response(request, exc.status_code, title, str(exc.detail), headers=headers)
-
-    _ = HTTPException

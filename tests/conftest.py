@@ -22,6 +22,7 @@ from ocpp.v16 import ChargePoint as Cp16
 from ocpp.v201 import ChargePoint as Cp201
 from websockets.asyncio.client import ClientConnection, connect
 
+from services.db import Database
 from services.migrations import upgrade
 from services.settings import Settings
 from services.wiring import AllInOne, build_all_in_one
@@ -119,6 +120,16 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     url: str = request.getfixturevalue("postgres_database")
     await _pg_truncate(url)
     return url
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    """A Database on the test's (migrated) database, disposed afterwards."""
+    database = Database(database_url)
+    try:
+        yield database
+    finally:
+        await database.dispose()
 
 
 # ------------------------------------------------------------------ the system

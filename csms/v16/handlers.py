@@ -9,9 +9,10 @@ from ocpp.v16.enums import Action
 
 from csms import faults
 from csms.authorization import authorize
+from csms.event_ids import stable_event_id
 from csms.protocol.routing import on
 from csms.protocol.timestamps import format_timestamp, parse_timestamp
-from csms.session import BOOT_STATUS, OcppSession, stable_event_id
+from csms.session import BOOT_STATUS, OcppSession
 from csms.transactions import start_transaction_16, stop_transaction
 from csms.v16.translate import fault_signature, normalize_status
 from services.bus.contracts import (

@@ -234,17 +234,21 @@ class OutboxBus(Bus):
             metrics.EVENTS_DELIVERED.labels(consumer.name, "ok").inc()
             return
         metrics.EVENTS_DELIVERED.labels(consumer.name, "dead_letter").inc()
-        async with self._engine.begin() as conn:
-            await conn.execute(
-                DEAD_LETTERS.insert().values(
-                    consumer=consumer.name,
-                    event_id=event_id,
-                    type=type_,
-                    attempts=self._max_attempts,
-                    error=error[:4000],
-                    created_at=utcnow(),
-                )
-            )
+        # Through the group committer, like every other embedded-mode write, and awaited:
+        # the cursor must not pass this event before its dead letter is durable.
+        writes = WriteSet()
+        writes.insert(
+            DEAD_LETTERS,
+            {
+                "consumer": consumer.name,
+                "event_id": event_id,
+                "type": type_,
+                "attempts": self._max_attempts,
+                "error": error[:4000],
+                "created_at": utcnow(),
+            },
+        )
+        await self._committer.commit(writes)
 
     async def _save_cursor(self, name: str, position: int) -> None:
         """Queue the cursor for the next group commit: one writer connection, no waiting.

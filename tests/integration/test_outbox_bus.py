@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
-import pytest
 from sqlalchemy import func, select
 
 from services.bus.contracts import ChargerOnline, Event
@@ -21,15 +19,6 @@ AT = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 
 def online(n: int) -> ChargerOnline:
     return ChargerOnline(charger_id=f"CP-{n}", received_at=AT, ocpp_version="1.6")
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database(database_url)
-    try:
-        yield database
-    finally:
-        await database.dispose()
 
 
 async def _bus(db: Database) -> tuple[GroupCommitter, OutboxBus]:

@@ -29,15 +29,6 @@ AT = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database(database_url)
-    try:
-        yield database
-    finally:
-        await database.dispose()
-
-
-@pytest.fixture
 async def committer(db: Database) -> AsyncIterator[GroupCommitter]:
     c = GroupCommitter(db.engine, sync_engine=db.writer_engine())
     try:
