@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
 
 import typer
 
+from services import api_auth
+from services.api_auth import UserError
+from services.db import Database
+from services.migrations import upgrade
 from services.settings import Settings
 
 app = typer.Typer(help="ChargeOps: O&M backbone of an EV charging network.", no_args_is_help=True)
 token_app = typer.Typer(help="HTTP API tokens.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
+user_app = typer.Typer(help="HTTP API users and their roles.", no_args_is_help=True)
+app.add_typer(user_app, name="user")
+T = TypeVar("T")
 
 
 @app.command()
@@ -32,45 +40,81 @@ def migrate() -> None:
     typer.echo("database is at the latest revision")
 
 
-@token_app.command("create")
-def token_create(
-    name: Annotated[str, typer.Option(help="who or what uses the token")],
-    role: Annotated[str, typer.Option(help="admin, dispatcher, technician or viewer")] = "viewer",
-) -> None:
-    """Create an API token; it is shown once and stored only as a hash."""
-    from services.api_auth import create_token
-    from services.db import Database
-    from services.migrations import upgrade
-
+def _with_db(work: Callable[[Database], Awaitable[T]], *, upgrade_first: bool = False) -> T:
+    """Run ``work`` on the configured database; a ``UserError`` exits 1 with its message."""
     settings = Settings()
-    upgrade(settings.database_url)
+    if upgrade_first:
+        upgrade(settings.database_url)
 
-    async def _create() -> str:
+    async def _run() -> T:
         db = Database(settings.database_url)
         try:
-            return await create_token(db, name, role)
+            return await work(db)
         finally:
             await db.dispose()
 
-    typer.echo(asyncio.run(_create()))
+    try:
+        return asyncio.run(_run())
+    except UserError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+
+
+@user_app.command("create")
+def user_create(
+    name: Annotated[str, typer.Argument(help="lower-case slug, e.g. dana or tech-042")],
+    role: Annotated[str, typer.Option(help="admin, dispatcher, technician or viewer")],
+) -> None:
+    """Create an API user; its role applies to all of its tokens."""
+    user = _with_db(lambda db: api_auth.create_user(db, name, role), upgrade_first=True)
+    typer.echo(f"created user {user.name} ({user.role})")
+
+
+@user_app.command("disable")
+def user_disable(name: str) -> None:
+    """Disable the user NAME: all of its tokens are refused from the next request on."""
+    _with_db(lambda db: api_auth.disable_user(db, name))
+    typer.echo(f"disabled {name}")
+
+
+@token_app.command("create")
+def token_create(
+    user: Annotated[str | None, typer.Argument(help="the user the token is for")] = None,
+    label: Annotated[str | None, typer.Argument(help="the token is named USER/LABEL")] = None,
+    name: Annotated[
+        str | None, typer.Option(help="older form: create or reuse user NAME, token NAME/tokenN")
+    ] = None,
+    role: Annotated[
+        str | None, typer.Option(help="with --name: the user's role (default viewer)")
+    ] = None,
+) -> None:
+    """Create an API token; it is printed once (stdout) and stored only as a hash."""
+    if name is not None:
+        if user is not None or label is not None:
+            typer.echo("give either USER LABEL or --name NAME, not both", err=True)
+            raise typer.Exit(2)
+        new_role = role or "viewer"
+        typer.echo(
+            _with_db(lambda db: api_auth.create_token(db, name, new_role), upgrade_first=True)
+        )
+        return
+    if role is not None:
+        typer.echo("--role goes with --name; a USER's tokens take the user's role", err=True)
+        raise typer.Exit(2)
+    if user is None or label is None:
+        typer.echo("give USER LABEL (or the older form --name NAME --role ROLE)", err=True)
+        raise typer.Exit(2)
+    token_name, token = _with_db(
+        lambda db: api_auth.issue_token(db, user, label), upgrade_first=True
+    )
+    typer.echo(f"token {token_name}:", err=True)
+    typer.echo(token)
 
 
 @token_app.command("revoke")
-def token_revoke(name: str) -> None:
-    """Revoke the API token called NAME."""
-    from services.api_auth import revoke_token
-    from services.db import Database
-
-    settings = Settings()
-
-    async def _revoke() -> bool:
-        db = Database(settings.database_url)
-        try:
-            return await revoke_token(db, name)
-        finally:
-            await db.dispose()
-
-    if not asyncio.run(_revoke()):
-        typer.echo(f"no active token called {name!r}", err=True)
+def token_revoke(token_name: str) -> None:
+    """Revoke the API token called TOKEN_NAME (USER/LABEL, or an older token's name)."""
+    if not _with_db(lambda db: api_auth.revoke_token(db, token_name)):
+        typer.echo(f"no active token called {token_name!r}", err=True)
         raise typer.Exit(1)
-    typer.echo(f"revoked {name}")
+    typer.echo(f"revoked {token_name}")

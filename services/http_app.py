@@ -7,7 +7,10 @@ from collections.abc import Iterable
 from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from services import users_api
 from services.bus import Bus
+from services.clock import Clock
+from services.committer import GroupCommitter
 from services.db import Database
 from services.observability.metrics import REGISTRY
 from services.problems import install as install_problems
@@ -19,11 +22,21 @@ Authenticate with `Authorization: Bearer <token>`. Errors are RFC 9457 problem d
 (`application/problem+json`)."""
 
 
-def create_app(db: Database, bus: Bus, routers: Iterable[APIRouter]) -> FastAPI:
+def create_app(
+    db: Database,
+    bus: Bus,
+    routers: Iterable[APIRouter],
+    *,
+    committer: GroupCommitter,
+    clock: Clock,
+) -> FastAPI:
     app = FastAPI(title="ChargeOps", version="0.1.0", description=API_DESCRIPTION)
     app.state.db = db
     app.state.bus = bus
+    app.state.committer = committer
+    app.state.clock = clock
     install_problems(app)
+    app.include_router(users_api.router)
     for router in routers:
         app.include_router(router)
 

@@ -53,6 +53,16 @@ class Settings(BaseSettings):
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     log_level: str = "INFO"
 
+    # ticketing: derived faults and timers
+    offline_order_after: float = Field(default=900.0, ge=0)
+    reboot_loop_boots: int = Field(default=3, ge=2)
+    reboot_loop_window: float = Field(default=3600.0, gt=0)
+    flapping_changes: int = Field(default=6, ge=2)
+    flapping_window: float = Field(default=3600.0, gt=0)
+    site_down_fraction: float = Field(default=0.6, gt=0, le=1)
+    site_down_min_chargers: int = Field(default=2, ge=2)
+    ticketing_scan_interval: float = Field(default=5.0, gt=0)
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
         if self.environment == "production":

@@ -21,6 +21,7 @@ import csms.bootstrap
 import ticketing.bootstrap
 from services.api_auth import seed_admin_token
 from services.bus import Bus, create_bus
+from services.clock import Clock, SystemClock
 from services.committer import GroupCommitter
 from services.db import Database
 from services.gc_policy import GcPolicy
@@ -42,20 +43,28 @@ class AllInOne:
     csms: csms.bootstrap.CsmsRuntime
     ticketing: ticketing.bootstrap.TicketingRuntime
     app: FastAPI
+    clock: Clock
 
     async def start(self) -> None:
+        await self.ticketing.start()
         await self.bus.start()
         await self.csms.start()
 
     async def stop(self) -> None:
         await self.csms.stop_accepting()
         await self.csms.stop()
-        await self.committer.close()
+        await self.ticketing.stop()
+        # Consumers stop before the committer closes: a handler must not find it closed
+        # (what it had queued is still flushed by close; redelivery is idempotent).
         await self.bus.close()
+        await self.committer.close()
         await self.db.dispose()
 
 
-async def build_all_in_one(settings: Settings, *, migrate: bool = True) -> AllInOne:
+async def build_all_in_one(
+    settings: Settings, *, migrate: bool = True, clock: Clock | None = None
+) -> AllInOne:
+    clock = clock if clock is not None else SystemClock()
     if migrate:
         await upgrade_async(settings.database_url)
     db = Database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
@@ -68,9 +77,15 @@ async def build_all_in_one(settings: Settings, *, migrate: bool = True) -> AllIn
         if await seed_admin_token(db, settings.admin_token.get_secret_value()):
             log.info("seeded the admin API token from CHARGEOPS_ADMIN_TOKEN")
     csms_rt = csms.bootstrap.build(settings, bus, db, committer)
-    ticketing_rt = ticketing.bootstrap.build(settings, bus, db, committer)
-    app = create_app(db, bus, [*csms.bootstrap.routers(), *ticketing.bootstrap.routers()])
-    return AllInOne(settings, db, committer, bus, csms_rt, ticketing_rt, app)
+    ticketing_rt = ticketing.bootstrap.build(settings, bus, db, committer, clock)
+    app = create_app(
+        db,
+        bus,
+        [*csms.bootstrap.routers(), *ticketing.bootstrap.routers()],
+        committer=committer,
+        clock=clock,
+    )
+    return AllInOne(settings, db, committer, bus, csms_rt, ticketing_rt, app, clock)
 
 
 class _Uvicorn(uvicorn.Server):

@@ -22,6 +22,7 @@ from ocpp.v16 import ChargePoint as Cp16
 from ocpp.v201 import ChargePoint as Cp201
 from websockets.asyncio.client import ClientConnection, connect
 
+from services.clock import Clock
 from services.db import Database
 from services.migrations import upgrade
 from services.settings import Settings
@@ -161,8 +162,8 @@ class Running:
 
 
 @contextlib.asynccontextmanager
-async def running_system(settings: Settings) -> AsyncIterator[Running]:
-    system = await build_all_in_one(settings, migrate=False)
+async def running_system(settings: Settings, clock: Clock | None = None) -> AsyncIterator[Running]:
+    system = await build_all_in_one(settings, migrate=False, clock=clock)
     await system.start()
     transport = httpx.ASGITransport(app=system.app)
     async with httpx.AsyncClient(
@@ -181,8 +182,10 @@ SystemFactory = Callable[..., contextlib.AbstractAsyncContextManager[Running]]
 
 @pytest.fixture
 def system_factory(database_url: str) -> SystemFactory:
-    def factory(**overrides: Any) -> contextlib.AbstractAsyncContextManager[Running]:
-        return running_system(make_settings(database_url, **overrides))
+    def factory(
+        clock: Clock | None = None, **overrides: Any
+    ) -> contextlib.AbstractAsyncContextManager[Running]:
+        return running_system(make_settings(database_url, **overrides), clock)
 
     return factory
 

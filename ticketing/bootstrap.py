@@ -1,4 +1,4 @@
-"""Builds the ticketing side of a process: its bus consumers and HTTP routers."""
+"""Builds the ticketing side of a process: its bus consumer, timers and HTTP routers."""
 
 from __future__ import annotations
 
@@ -7,25 +7,49 @@ from dataclasses import dataclass
 from fastapi import APIRouter
 
 from services.bus import Bus
+from services.clock import Clock
 from services.committer import GroupCommitter
 from services.db import Database
 from services.settings import Settings
-from ticketing import api
-from ticketing.fault_intake import CONSUMER, EVENT_TYPES, FaultIntake
+from ticketing import api, tx
+from ticketing.rules.store import seed_defaults as seed_rules
+from ticketing.sla.policies import seed_defaults as seed_policies
+from ticketing.webhooks.delivery import WebhookDeliverer
+from ticketing.work_orders.context import Thresholds
+from ticketing.work_orders.intake import CONSUMER, EVENT_TYPES, WorkOrderIntake
+from ticketing.work_orders.scanner import Scanner
 
 
 @dataclass
 class TicketingRuntime:
-    fault_intake: FaultIntake
+    committer: GroupCommitter
+    clock: Clock
+    intake: WorkOrderIntake
+    scanner: Scanner
+    webhooks: WebhookDeliverer
+
+    async def start(self) -> None:
+        """Seed the default fault rules and SLA policies (empty tables only), start timers."""
+        now = self.clock.now()
+        await tx.transact(self.committer, lambda conn: seed_rules(conn, now))
+        await tx.transact(self.committer, lambda conn: seed_policies(conn, now))
+        self.scanner.start()
+        self.webhooks.start()
+
+    async def stop(self) -> None:
+        await self.scanner.stop()
+        await self.webhooks.stop()
 
 
 def build(
-    settings: Settings, bus: Bus, db: Database, committer: GroupCommitter
+    settings: Settings, bus: Bus, db: Database, committer: GroupCommitter, clock: Clock
 ) -> TicketingRuntime:
-    _ = settings, db
-    intake = FaultIntake(committer)
+    thresholds = Thresholds.from_settings(settings)
+    intake = WorkOrderIntake(committer, bus, clock, thresholds)
     bus.subscribe(CONSUMER, EVENT_TYPES, intake.handle)
-    return TicketingRuntime(intake)
+    scanner = Scanner(committer, db, bus, clock, thresholds, settings.ticketing_scan_interval)
+    webhooks = WebhookDeliverer(db, committer, clock)
+    return TicketingRuntime(committer, clock, intake, scanner, webhooks)
 
 
 def routers() -> list[APIRouter]:

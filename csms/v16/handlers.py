@@ -21,6 +21,7 @@ from services.bus.contracts import (
     FaultCleared,
     FaultRaised,
     MeterValuesReceived,
+    new_event_id,
 )
 
 
@@ -122,14 +123,22 @@ class V16Session(OcppSession, ChargePoint):  # type: ignore[misc]
                     ),
                 )
             )
-        if now is not None and (before != now):
+        if now is not None:
+            # Every report of a fault is an occurrence (ticketing counts repeats); a retry
+            # of the same report (same timestamp, new message id) keeps its event id.
             self.emit(
                 FaultRaised(
                     **common,
+                    event_id=stable_event_id(
+                        self.charger_id, "status-fault", ref.key, kwargs.get("timestamp"), *now
+                    )
+                    if charger_time is not None
+                    else new_event_id(),
                     error_code=now[0],
                     vendor_error_code=now[1],
                     vendor_id=vendor_id,
                     info=info,
+                    status=normalize_status(status),
                     severity=faults.severity(
                         faulted=status == "Faulted",
                         error_code=error_code,

@@ -103,12 +103,18 @@ class V201Session(OcppSession, ChargePoint):  # type: ignore[misc]
             "connector": ref,
             "source": "status_notification",
             "error_code": "Faulted",
+            "status": status,
         }
-        if status is NormalizedStatus.faulted and not was_faulted:
+        if status is NormalizedStatus.faulted:
+            # Each Faulted report is an occurrence; a retry (same timestamp) keeps its id.
             self.emit(
-                FaultRaised(**common, severity=faults.severity(faulted=True, error_code=None))
+                FaultRaised(
+                    **common,
+                    event_id=stable_event_id(self.charger_id, "status-fault", ref.key, timestamp),
+                    severity=faults.severity(faulted=True, error_code=None),
+                )
             )
-        elif was_faulted and status is not NormalizedStatus.faulted:
+        elif was_faulted:
             self.emit(
                 FaultCleared(**common, severity=faults.severity(faulted=False, error_code=None))
             )

@@ -13,6 +13,8 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
+from sqlalchemy.engine import Connection
+
 from services.bus.contracts import Event
 from services.committer import GroupCommitter, WriteSet
 
@@ -40,6 +42,11 @@ class Bus(ABC):
 
     def stage(self, events: Sequence[Event], writes: WriteSet) -> None:
         """Add ``events`` to ``writes`` (only for backends with a transactional outbox)."""
+        raise NotImplementedError
+
+    def stage_on(self, conn: Connection, events: Sequence[Event]) -> None:
+        """Write ``events`` on ``conn`` inside the caller's open transaction (for domain
+        operations that decide what to publish while they run; outbox backends only)."""
         raise NotImplementedError
 
     @abstractmethod

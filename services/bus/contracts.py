@@ -137,6 +137,8 @@ class _FaultFields(_Event):
     component: str | None = None
     variable: str | None = None
     event_code: int | None = None
+    #: the connector's normalized status when reported (StatusNotification faults)
+    status: NormalizedStatus | None = None
 
 
 class FaultRaised(_FaultFields):
@@ -185,6 +187,24 @@ class MeterValuesReceived(_Event):
     samples: list[dict[str, Any]]
 
 
+class WorkOrderChanged(_Event):
+    """A work order changed in a way others act on (remediation, notifications).
+
+    ``charger_id`` is empty for site-level orders."""
+
+    type: Literal["WorkOrderChanged"] = "WorkOrderChanged"
+    order_id: int
+    change: str  # created | assigned | warning | breached | escalated | resolved | ...
+    state: str
+    priority: str
+    severity: str
+    category: str
+    site_id: str | None = None
+    connector: str | None = None
+    playbook: str | None = None
+    sla_target: str | None = None
+
+
 Event = Annotated[
     ChargerConnected
     | ChargerDisconnected
@@ -198,7 +218,8 @@ Event = Annotated[
     | SecurityEventReported
     | TransactionStarted
     | TransactionEnded
-    | MeterValuesReceived,
+    | MeterValuesReceived
+    | WorkOrderChanged,
     Field(discriminator="type"),
 ]
 
@@ -219,6 +240,7 @@ EVENT_TYPES: frozenset[str] = frozenset(
         TransactionStarted,
         TransactionEnded,
         MeterValuesReceived,
+        WorkOrderChanged,
     )
 )
 

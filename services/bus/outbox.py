@@ -14,6 +14,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.bus.base import Bus, EventHandler
@@ -69,18 +72,28 @@ class OutboxBus(Bus):
     def stage(self, events: Sequence[Event], writes: WriteSet) -> None:
         for event in events:
             # insert_ignore: events a charger may cause twice carry a deterministic id.
-            writes.insert_ignore(
-                OUTBOX,
-                {
-                    "event_id": event.event_id,
-                    "type": event.type,
-                    "charger_id": event.charger_id,
-                    "received_at": event.received_at,
-                    "payload": event.model_dump_json(),
-                },
-            )
+            writes.insert_ignore(OUTBOX, self._row(event))
             metrics.child(metrics.EVENTS_PUBLISHED, event.type).inc()
             self._staged_types.add(event.type)
+
+    def stage_on(self, conn: Connection, events: Sequence[Event]) -> None:
+        if not events:
+            return
+        insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+        conn.execute(insert(OUTBOX).on_conflict_do_nothing(), [self._row(e) for e in events])
+        for event in events:
+            metrics.child(metrics.EVENTS_PUBLISHED, event.type).inc()
+            self._staged_types.add(event.type)
+
+    @staticmethod
+    def _row(event: Event) -> dict[str, object]:
+        return {
+            "event_id": event.event_id,
+            "type": event.type,
+            "charger_id": event.charger_id,
+            "received_at": event.received_at,
+            "payload": event.model_dump_json(),
+        }
 
     async def publish(self, events: Sequence[Event]) -> None:
         if not events:

@@ -135,3 +135,58 @@ GC_FULL_SECONDS = Histogram(
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
     registry=REGISTRY,
 )
+
+# ---------------------------------------------------------------- work orders
+FAULTS_CLASSIFIED = Counter(
+    "chargeops_faults_classified_total",
+    "Faults classified by the fault rules, by severity class and category",
+    ["severity", "category"],
+    registry=REGISTRY,
+)
+FAULT_TO_ORDER_SECONDS = Histogram(
+    "chargeops_fault_to_order_seconds",
+    "From the server's receive time of a fault to its work order committed",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+    registry=REGISTRY,
+)
+WORK_ORDERS_CREATED = Counter(
+    "chargeops_work_orders_created_total",
+    "Work orders created, by category and source",
+    ["category", "source"],
+    registry=REGISTRY,
+)
+WORK_ORDER_TRANSITIONS = Counter(
+    "chargeops_work_order_transitions_total",
+    "Work-order state changes, by target state",
+    ["state"],
+    registry=REGISTRY,
+)
+WORK_ORDERS_OPEN = Gauge(
+    "chargeops_work_orders_open",
+    "Work orders not closed or cancelled, by state and priority",
+    ["state", "priority"],
+    registry=REGISTRY,
+)
+WORK_ORDERS_AUTO_RESOLVED = Counter(
+    "chargeops_work_orders_auto_resolved_total",
+    "Work orders resolved without a person, by resolution (self_recovered, resolved_remotely)",
+    ["resolution"],
+    registry=REGISTRY,
+)
+DISPATCH_QUEUE = Gauge(
+    "chargeops_dispatch_queue_length",
+    "Work orders waiting for a technician (state new, nobody assigned)",
+    registry=REGISTRY,
+)
+SLA_WARNINGS = Counter(
+    "chargeops_sla_warnings_total",
+    "SLA warnings fired (once per order and target), by target",
+    ["target"],
+    registry=REGISTRY,
+)
+SLA_BREACHES = Counter(
+    "chargeops_sla_breaches_total",
+    "SLA breaches fired (once per order and target), by target",
+    ["target"],
+    registry=REGISTRY,
+)

@@ -33,8 +33,8 @@ from services.bus.tables import ConsumerCursor, OutboxEvent
 from services.migrations import alembic_config
 from tests.conftest import eventually
 from tests.process import ServerPool, ServerProcess, chargeops_command, server_env
-from ticketing.fault_intake import CONSUMER as FAULT_INTAKE
 from ticketing.tables import FaultReport
+from ticketing.work_orders.intake import CONSUMER as FAULT_INTAKE
 
 FaultKey = tuple[str, str, str]  # charger_id, error_code, connector
 

@@ -26,6 +26,7 @@ from services.bus.contracts import (
     Severity,
     TransactionEnded,
     TransactionStarted,
+    WorkOrderChanged,
     parse_event,
 )
 
@@ -45,6 +46,7 @@ FAULT = {
     "component": "Connector",
     "variable": "Problem",
     "event_code": 17,
+    "status": NormalizedStatus.faulted,
 }
 
 EXAMPLES = [
@@ -87,11 +89,24 @@ EXAMPLES = [
         transaction_id="tx-1",
         samples=[{"timestamp": "2026-11-27T10:00:00Z", "sampled_value": [{"value": "1.5"}]}],
     ),
+    WorkOrderChanged(
+        **COMMON,
+        order_id=7,
+        change="breached",
+        state="dispatched",
+        priority="P1",
+        severity="S1",
+        category="ground_insulation",
+        site_id="depot-1",
+        connector="1",
+        playbook="lockout",
+        sla_target="response",
+    ),
 ]
 
 
-def test_event_types_lists_all_thirteen() -> None:
-    assert len(EVENT_TYPES) == 13
+def test_event_types_lists_all_fourteen() -> None:
+    assert len(EVENT_TYPES) == 14
     assert {e.type for e in EXAMPLES} == EVENT_TYPES
 
 

@@ -2,10 +2,29 @@
 
 from fastapi import APIRouter
 
-from ticketing.api import faults
+from ticketing.api import (
+    fault_rules,
+    faults,
+    sites,
+    sla_policies,
+    teams,
+    technicians,
+    webhooks,
+    work_orders,
+)
 
 
 def router() -> APIRouter:
     api = APIRouter(prefix="/api/v1")
-    api.include_router(faults.router)
+    for module in (
+        work_orders,
+        faults,
+        fault_rules,
+        sla_policies,
+        technicians,
+        teams,
+        sites,
+        webhooks,
+    ):
+        api.include_router(module.router)
     return api

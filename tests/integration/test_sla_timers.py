@@ -1,0 +1,115 @@
+"""SLA timers with an injected clock: warning and breach fire exactly once — also when
+the process restarts between the deadline and the next scan — breach escalates, and
+time on hold does not count."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from services.clock import FakeClock
+from services.db import utcnow
+from tests.conftest import Running, SystemFactory
+
+
+async def _create(running: Running, **fields: Any) -> dict[str, Any]:
+    body = {"title": "Cable cut at bay 3", "site_id": "depot", "impact": 1, "urgency": 1, **fields}
+    r = await running.api.post("/api/v1/work-orders", json=body)
+    assert r.status_code == 201, r.text
+    order: dict[str, Any] = r.json()
+    return order
+
+
+async def _get(running: Running, order_id: int) -> dict[str, Any]:
+    r = await running.api.get(f"/api/v1/work-orders/{order_id}")
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def _kinds(order: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+    return [e for e in order["timeline"] if e["kind"] == kind]
+
+
+def _due(order: dict[str, Any], target: str) -> datetime:
+    (t,) = [t for t in order["sla"] if t["target"] == target]
+    return datetime.fromisoformat(t["due_at"])
+
+
+async def test_breach_fires_once_across_a_restart(system_factory: SystemFactory) -> None:
+    clock = FakeClock(utcnow())
+    async with system_factory(clock=clock, ticketing_scan_interval=3600) as running:
+        order = await _create(running)
+        assert order["priority"] == "P1"
+        response_due = _due(order, "response")
+    # Down while the deadline passes; the next process finds it due at its first scan.
+    clock.set(response_due + timedelta(seconds=1))
+    async with system_factory(clock=clock, ticketing_scan_interval=3600) as running:
+        await running.system.ticketing.scanner.run_once()
+        await running.system.ticketing.scanner.run_once()
+        after = await _get(running, order["id"])
+    async with system_factory(clock=clock, ticketing_scan_interval=3600) as running:
+        await running.system.ticketing.scanner.run_once()
+        final = await _get(running, order["id"])
+    for snapshot in (after, final):
+        breaches = [
+            e
+            for e in _kinds(snapshot, "sla_breached")
+            if e["changes"]["data"]["target"] == "response"
+        ]
+        warnings = [
+            e
+            for e in _kinds(snapshot, "sla_warning")
+            if e["changes"]["data"]["target"] == "response"
+        ]
+        assert len(breaches) == 1
+        assert len(warnings) == 1
+    states = {t["target"]: t["state"] for t in final["sla"]}
+    assert states["response"] == "breached"
+    assert final["priority"] == "P1"  # already the top: stays P1
+    assert len(_kinds(final, "escalation")) >= 1
+
+
+async def test_breach_raises_priority_one_step(system_factory: SystemFactory) -> None:
+    clock = FakeClock(utcnow())
+    async with system_factory(clock=clock, ticketing_scan_interval=3600) as running:
+        order = await _create(running, impact=2, urgency=2)
+        assert order["priority"] == "P3"
+        clock.set(_due(order, "response") + timedelta(seconds=1))
+        result = await running.system.ticketing.scanner.run_once()
+        assert result.breaches >= 1
+        after = await _get(running, order["id"])
+        assert after["priority"] == "P2"
+        breach = [
+            e for e in _kinds(after, "sla_breached") if e["changes"]["data"]["target"] == "response"
+        ]
+        assert len(breach) == 1
+        escalation = _kinds(after, "escalation")
+        assert escalation and "escalation_contact" in escalation[0]["changes"]["data"]
+
+
+async def test_time_on_hold_does_not_count(system_factory: SystemFactory) -> None:
+    clock = FakeClock(utcnow())
+    async with system_factory(clock=clock, ticketing_scan_interval=3600) as running:
+        order = await _create(running)  # P1: a 24x7 policy, plain arithmetic
+        policy = (await running.api.get(f"/api/v1/sla-policies/{order['sla_policy_id']}")).json()
+        assert policy["calendar"] == "24x7"
+        resolution_due = _due(await _get(running, order["id"]), "resolution")
+        clock.advance(timedelta(minutes=10))
+        r = await running.api.post(
+            f"/api/v1/work-orders/{order['id']}/transitions",
+            json={"to": "on_hold", "reason": "parts"},
+        )
+        assert r.status_code == 200, r.text
+        paused = {t["target"]: t for t in r.json()["sla"]}
+        assert paused["resolution"]["state"] == "paused" and paused["resolution"]["due_at"] is None
+        clock.advance(timedelta(hours=2))
+        r = await running.api.post(
+            f"/api/v1/work-orders/{order['id']}/transitions", json={"to": "new"}
+        )
+        assert r.status_code == 200, r.text
+        resumed = {t["target"]: t for t in r.json()["sla"]}
+        assert resumed["resolution"]["state"] == "running"
+        assert datetime.fromisoformat(
+            resumed["resolution"]["due_at"]
+        ) == resolution_due + timedelta(hours=2)

@@ -1,0 +1,1 @@
+"""Work orders: state machine, timeline, fault intake, SLA clocks, dispatch, timers."""

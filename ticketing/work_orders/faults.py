@@ -1,0 +1,280 @@
+"""A classified fault becomes exactly one open work order.
+
+De-duplication: at most one open order per (charger, connector, category) — enforced by
+the unique ``dedupe_key`` — and a repeat appends an occurrence. A charger-level order
+(connector 0, an EVSE as a whole, offline) absorbs its connectors' orders and their
+later faults; a site-level order absorbs its chargers'. A repeat on a resolved or
+verified order reopens it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.engine import Connection
+
+from services.db import table_of
+from ticketing.rules.model import Classification
+from ticketing.tables import ChargerAsset
+from ticketing.work_orders import dispatching, store, transitions
+from ticketing.work_orders.context import OpContext
+from ticketing.work_orders.policy import policy_id_for
+from ticketing.work_orders.states import ACTIVE
+from ticketing.work_orders.timeline import WORK_ORDERS
+
+ASSETS = table_of(ChargerAsset)
+
+
+@dataclass(frozen=True)
+class FaultInput:
+    """One fault occurrence, whatever reported it."""
+
+    charger_id: str | None
+    connector: str | None  # "0" charger level, "1", "1/2"; None for a site
+    site_id: str | None
+    classification: Classification
+    source: str  # work order source: fault | offline
+    error_code: str
+    title: str
+    event_id: str | None
+    received_at: datetime | None
+    detail: Mapping[str, Any]
+
+
+def dedupe_key(fault: FaultInput) -> str:
+    if fault.charger_id is None:
+        return f"site:{fault.site_id}|{fault.classification.category}"
+    return f"{fault.charger_id}|{fault.connector}|{fault.classification.category}"
+
+
+def site_of(conn: Connection, charger_id: str) -> str | None:
+    site = conn.execute(select(ASSETS.c.site_id).where(ASSETS.c.charger_id == charger_id)).scalar()
+    return str(site) if site is not None else None
+
+
+def is_charger_level(connector: str | None) -> bool:
+    """Connector 0 (1.6), or an EVSE as a whole (2.0.1 ``"1"`` when connectors are ``1/n``)."""
+    return connector == "0"
+
+
+def _covers(parent: str, child: str) -> bool:
+    """Does an order on connector ``parent`` cover connector ``child``?"""
+    if parent == "0":
+        return True
+    return "/" in child and "/" not in parent and child.split("/", 1)[0] == parent
+
+
+def _absorbing_order(conn: Connection, fault: FaultInput) -> store.Order | None:
+    """An open site-level or charger/EVSE-level order this fault belongs to."""
+    if fault.site_id is not None and fault.charger_id is not None:
+        site_order = (
+            conn.execute(
+                select(WORK_ORDERS)
+                .where(
+                    WORK_ORDERS.c.site_id == fault.site_id,
+                    WORK_ORDERS.c.charger_id.is_(None),
+                    WORK_ORDERS.c.state.in_(ACTIVE),
+                )
+                .limit(1)
+                .with_for_update()
+            )
+            .mappings()
+            .first()
+        )
+        if site_order is not None:
+            return dict(site_order)
+    if fault.charger_id is None or fault.connector is None:
+        return None
+    rows = (
+        conn.execute(
+            select(WORK_ORDERS)
+            .where(
+                WORK_ORDERS.c.charger_id == fault.charger_id,
+                WORK_ORDERS.c.state.in_(ACTIVE),
+                WORK_ORDERS.c.connector != fault.connector,
+            )
+            .order_by(WORK_ORDERS.c.id)
+            .with_for_update()
+        )
+        .mappings()
+        .all()
+    )
+    for row in rows:
+        if row["connector"] is not None and _covers(row["connector"], fault.connector):
+            return dict(row)
+    return None
+
+
+def occurrence(
+    conn: Connection, ctx: OpContext, order: store.Order, fault: FaultInput, *, absorbed: bool
+) -> store.Order:
+    return store.change(
+        conn,
+        ctx,
+        order,
+        kind="occurrence",
+        changes={"occurrences": int(order["occurrences"]) + 1, "last_seen": ctx.now},
+        note=(
+            f"{fault.error_code} on {fault.charger_id or fault.site_id}"
+            f"{'/' + fault.connector if fault.connector else ''}"
+            + (" (absorbed)" if absorbed else "")
+        ),
+        event_id=fault.event_id,
+        data={"error_code": fault.error_code, **fault.detail},
+    )
+
+
+def report(conn: Connection, ctx: OpContext, fault: FaultInput) -> store.Order:
+    """Open, append to, or reopen the order this fault belongs to."""
+    absorbing = _absorbing_order(conn, fault)
+    if absorbing is not None:
+        return occurrence(conn, ctx, absorbing, fault, absorbed=True)
+    key = dedupe_key(fault)
+    existing = store.open_by_key(conn, key)
+    if existing is not None:
+        if existing["state"] in ("resolved", "verified"):
+            return transitions.reopen(
+                conn,
+                ctx,
+                existing,
+                note=f"{fault.error_code} recurred",
+                event_id=fault.event_id,
+                occurrence=True,
+            )
+        return occurrence(conn, ctx, existing, fault, absorbed=False)
+    return open_order(conn, ctx, fault, key)
+
+
+def open_order(conn: Connection, ctx: OpContext, fault: FaultInput, key: str) -> store.Order:
+    cls = fault.classification
+    order = store.create(
+        conn,
+        ctx,
+        {
+            "source": fault.source,
+            "title": fault.title[:300],
+            "charger_id": fault.charger_id,
+            "connector": fault.connector,
+            "site_id": fault.site_id,
+            "category": cls.category,
+            "severity": cls.severity,
+            "impact": cls.impact,
+            "urgency": cls.urgency,
+            "priority": cls.priority,
+            "rule_name": cls.rule_name,
+            "playbook": cls.playbook,
+            "skill": cls.skill,
+            "error_code": fault.error_code,
+            "dedupe_key": key,
+            "fault_received_at": fault.received_at,
+            "sla_policy_id": policy_id_for(
+                conn, priority=cls.priority, team_id=None, assignee_id=None, name=cls.sla_policy
+            ),
+        },
+        note=f"{cls.rule_name}: {cls.severity} {cls.category}",
+        event_id=fault.event_id,
+    )
+    order = _absorb_children(conn, ctx, order)
+    return dispatching.auto_assign(conn, ctx, order)
+
+
+def _absorb_children(conn: Connection, ctx: OpContext, parent: store.Order) -> store.Order:
+    """Cancel the active orders a new charger- or site-level order now covers."""
+    if parent["charger_id"] is None:
+        where = [WORK_ORDERS.c.site_id == parent["site_id"], WORK_ORDERS.c.charger_id.isnot(None)]
+    elif parent["connector"] is not None:
+        where = [
+            WORK_ORDERS.c.charger_id == parent["charger_id"],
+            WORK_ORDERS.c.connector != parent["connector"],
+        ]
+    else:
+        return parent
+    rows = (
+        conn.execute(
+            select(WORK_ORDERS)
+            .where(*where, WORK_ORDERS.c.state.in_(ACTIVE), WORK_ORDERS.c.id != parent["id"])
+            .order_by(WORK_ORDERS.c.id)
+            .with_for_update()
+        )
+        .mappings()
+        .all()
+    )
+    for row in rows:
+        child = dict(row)
+        if parent["charger_id"] is not None and not _covers(
+            parent["connector"], child["connector"] or ""
+        ):
+            continue
+        store.change(
+            conn,
+            ctx,
+            child,
+            kind="absorbed",
+            to_state="cancelled",
+            changes={
+                "absorbed_by": parent["id"],
+                "dedupe_key": None,
+                "resolution": "absorbed",
+                "closed_at": ctx.now,
+            },
+            note=f"absorbed by #{parent['id']} ({parent['title']})",
+            notify="cancelled",
+        )
+        parent = store.change(
+            conn,
+            ctx,
+            parent,
+            kind="absorbed_order",
+            note=f"absorbed #{child['id']} ({child['title']})",
+            data={"order_id": child["id"]},
+        )
+    return parent
+
+
+def healthy(
+    conn: Connection,
+    ctx: OpContext,
+    *,
+    charger_id: str,
+    connector: str | None,
+    categories: frozenset[str] | None,
+    sources: frozenset[str],
+    event_id: str | None,
+    why: str,
+) -> list[store.Order]:
+    """The charger reports healthy: resolve its matching active orders.
+
+    Self-recovered when nobody was on site; ``remote_fix`` orders resolve remotely."""
+    query = select(WORK_ORDERS).where(
+        WORK_ORDERS.c.charger_id == charger_id,
+        WORK_ORDERS.c.state.in_(ACTIVE),
+        WORK_ORDERS.c.source.in_(sources),
+    )
+    if connector is not None:
+        query = query.where(WORK_ORDERS.c.connector == connector)
+    if categories is not None:
+        query = query.where(WORK_ORDERS.c.category.in_(categories))
+    resolved = []
+    for row in conn.execute(query.order_by(WORK_ORDERS.c.id).with_for_update()).mappings().all():
+        order = dict(row)
+        if order["state"] == "remote_fix":
+            resolution = "resolved_remotely"
+        elif order["on_site_at"] is not None:
+            resolution = "fixed_on_site"
+        else:
+            resolution = "self_recovered"
+        resolved.append(
+            transitions.resolve(
+                conn,
+                ctx.as_actor("system:charger"),
+                order,
+                resolution,
+                note=why,
+                event_id=event_id,
+            )
+        )
+    return resolved

@@ -1,0 +1,322 @@
+"""The durable bus consumer that turns charger events into work-order changes.
+
+One transaction per event: the event id goes into the consumer's inbox (a redelivered
+event does nothing), the fault report and the charger projection are written, and the
+work order is opened, appended to, resolved or reopened — all or nothing. Routing is a
+table from event type to handler.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
+
+from services.bus import Bus
+from services.bus.contracts import (
+    ChargerBooted,
+    ChargerConnected,
+    ChargerOffline,
+    ChargerOnline,
+    ConnectorStatusChanged,
+    Event,
+    FaultCleared,
+    FaultRaised,
+    NormalizedStatus,
+    SecurityEventReported,
+)
+from services.bus.tables import InboxEntry
+from services.clock import Clock
+from services.committer import GroupCommitter
+from services.db import table_of, utcnow
+from services.observability import metrics
+from ticketing.rules.model import Classification, FaultSignature
+from ticketing.rules.store import classify
+from ticketing.tables import ChargerAsset, FaultReport
+from ticketing.work_orders import derived, faults, store
+from ticketing.work_orders.context import OpContext, Thresholds
+
+log = logging.getLogger(__name__)
+
+CONSUMER = "ticketing.work-orders"
+INBOX = table_of(InboxEntry)
+ASSETS = table_of(ChargerAsset)
+FAULT_REPORTS = table_of(FaultReport)
+HEALTHY = frozenset({NormalizedStatus.available, NormalizedStatus.occupied})
+#: Orders a connector reporting Available again resolves (not tamper, firmware, network).
+PORT_CATEGORIES = frozenset(
+    {
+        "connector_cable",
+        "power_electronics",
+        "ground_insulation",
+        "overheating",
+        "payment_rfid",
+        "display_hmi",
+        "other",
+    }
+)
+
+Handler = Callable[[Connection, OpContext, Any], None]
+
+
+def _first_delivery(conn: Connection, event: Event, now: Any) -> bool:
+    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    result = conn.execute(
+        insert(INBOX)
+        .values(consumer=CONSUMER, event_id=event.event_id, handled_at=now)
+        .on_conflict_do_nothing()
+    )
+    return bool(result.rowcount == 1)
+
+
+def _asset(conn: Connection, charger_id: str) -> dict[str, Any]:
+    row = conn.execute(select(ASSETS).where(ASSETS.c.charger_id == charger_id)).mappings().first()
+    return dict(row) if row is not None else {}
+
+
+def _touch_asset(conn: Connection, ctx: OpContext, charger_id: str, **values: Any) -> None:
+    """Upsert the charger's projection with ``values`` (site assignment is kept)."""
+    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    row = {"charger_id": charger_id, "updated_at": ctx.now, **values}
+    stmt = insert(ASSETS).values(row)
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["charger_id"],
+            set_={k: stmt.excluded[k] for k in row if k != "charger_id"},
+        )
+    )
+
+
+def _signature(conn: Connection, event: FaultRaised | FaultCleared) -> FaultSignature:
+    asset = _asset(conn, event.charger_id)
+    return FaultSignature(
+        source=event.source,
+        error_code=event.error_code,
+        ocpp_version=asset.get("ocpp_version"),
+        status=event.status.value if event.status is not None else None,
+        vendor_id=event.vendor_id,
+        vendor_error_code=event.vendor_error_code,
+        tech_code=event.tech_code,
+        component=event.component,
+        variable=event.variable,
+        charger_vendor=asset.get("vendor"),
+        charger_model=asset.get("model"),
+        connector=event.connector.key,
+    )
+
+
+def _report_row(event: FaultRaised | FaultCleared, now: Any) -> dict[str, Any]:
+    return {
+        "event_id": event.event_id,
+        "kind": "raised" if isinstance(event, FaultRaised) else "cleared",
+        "charger_id": event.charger_id,
+        "connector": event.connector.key,
+        "source": event.source,
+        "error_code": event.error_code,
+        "vendor_id": event.vendor_id,
+        "vendor_error_code": event.vendor_error_code,
+        "tech_code": event.tech_code,
+        "severity": event.severity.value,
+        "info": event.info,
+        "charger_time": event.charger_time,
+        "received_at": event.received_at,
+        "handled_at": now,
+    }
+
+
+def _rate_allows(
+    conn: Connection, ctx: OpContext, charger_id: str, connector: str, cls: Classification
+) -> bool:
+    """S4 and noisy faults open an order only above their rate threshold."""
+    if cls.rate_threshold is None:
+        return True
+    window = float(cls.rate_window_s or 3600)
+    count = derived.signal(conn, ctx, charger_id, connector, f"rate:{cls.rule_name}", window)
+    return count >= cls.rate_threshold
+
+
+def on_fault_raised(conn: Connection, ctx: OpContext, event: FaultRaised) -> None:
+    conn.execute(FAULT_REPORTS.insert().values(_report_row(event, ctx.now)))
+    cls = classify(conn, _signature(conn, event))
+    metrics.child(metrics.FAULTS_CLASSIFIED, cls.severity, cls.category).inc()
+    if not cls.open_order or not _rate_allows(
+        conn, ctx, event.charger_id, event.connector.key, cls
+    ):
+        return
+    site_id = faults.site_of(conn, event.charger_id)
+    code = event.tech_code or event.vendor_error_code
+    title = f"{event.charger_id}/{event.connector.key}: {event.error_code}" + (
+        f" ({code})" if code and code != event.error_code else ""
+    )
+    order = faults.report(
+        conn,
+        ctx,
+        faults.FaultInput(
+            charger_id=event.charger_id,
+            connector=event.connector.key,
+            site_id=site_id,
+            classification=cls,
+            source="fault",
+            error_code=event.error_code,
+            title=title,
+            event_id=event.event_id,
+            received_at=event.received_at,
+            detail={k: v for k, v in (("code", code), ("info", event.info)) if v},
+        ),
+    )
+    if order["created_at"] == ctx.now and order["fault_received_at"] == event.received_at:
+        received = event.received_at
+        ctx.later(
+            lambda: metrics.FAULT_TO_ORDER_SECONDS.observe(
+                max((utcnow() - received).total_seconds(), 0.0)
+            )
+        )
+    if faults.is_charger_level(event.connector.key):
+        derived.site_check(conn, ctx, site_id)
+
+
+def on_fault_cleared(conn: Connection, ctx: OpContext, event: FaultCleared) -> None:
+    conn.execute(FAULT_REPORTS.insert().values(_report_row(event, ctx.now)))
+    if event.status is not None and event.status not in HEALTHY:
+        return  # the fault changed, the connector is not healthy (e.g. Unavailable)
+    cls = classify(conn, _signature(conn, event))
+    faults.healthy(
+        conn,
+        ctx,
+        charger_id=event.charger_id,
+        connector=event.connector.key,
+        categories=frozenset({cls.category}),
+        sources=frozenset({"fault"}),
+        event_id=event.event_id,
+        why=f"{event.error_code} cleared by the charger",
+    )
+
+
+def on_status(conn: Connection, ctx: OpContext, event: ConnectorStatusChanged) -> None:
+    key = event.connector.key
+    previous, status = event.previous_status, event.status
+    faulted = NormalizedStatus.faulted
+    if previous is not None and previous != status and faulted in (previous, status):
+        derived.flip(conn, ctx, event.charger_id, key, event.event_id)
+    if status in HEALTHY:
+        faults.healthy(
+            conn,
+            ctx,
+            charger_id=event.charger_id,
+            connector=key,
+            categories=PORT_CATEGORIES,
+            sources=frozenset({"fault"}),
+            event_id=event.event_id,
+            why=f"connector {key} reports {event.raw_status}",
+        )
+
+
+def on_booted(conn: Connection, ctx: OpContext, event: ChargerBooted) -> None:
+    _touch_asset(
+        conn,
+        ctx,
+        event.charger_id,
+        vendor=event.vendor,
+        model=event.model,
+        firmware_version=event.firmware_version,
+        ocpp_version=event.ocpp_version,
+        last_boot_at=event.received_at,
+    )
+    derived.reboot(conn, ctx, event.charger_id, event.event_id)
+
+
+def on_online(conn: Connection, ctx: OpContext, event: ChargerOnline | ChargerConnected) -> None:
+    _touch_asset(
+        conn, ctx, event.charger_id, online=True, offline_since=None,
+        ocpp_version=event.ocpp_version,
+    )  # fmt: skip
+    faults.healthy(
+        conn,
+        ctx,
+        charger_id=event.charger_id,
+        connector=None,
+        categories=None,
+        sources=frozenset({"offline"}),
+        event_id=event.event_id,
+        why="the charger is back online",
+    )
+    derived.site_recovered(conn, ctx, faults.site_of(conn, event.charger_id))
+
+
+def on_offline(conn: Connection, ctx: OpContext, event: ChargerOffline) -> None:
+    _touch_asset(conn, ctx, event.charger_id, online=False, offline_since=event.since)
+
+
+def on_security(conn: Connection, ctx: OpContext, event: SecurityEventReported) -> None:
+    asset = _asset(conn, event.charger_id)
+    cls = classify(
+        conn,
+        FaultSignature(
+            source="security_event",
+            error_code=event.event_type,
+            ocpp_version=asset.get("ocpp_version"),
+            charger_vendor=asset.get("vendor"),
+            charger_model=asset.get("model"),
+            connector="0",
+        ),
+    )
+    if not cls.open_order or not _rate_allows(conn, ctx, event.charger_id, "0", cls):
+        return
+    faults.report(
+        conn,
+        ctx,
+        faults.FaultInput(
+            charger_id=event.charger_id,
+            connector="0",
+            site_id=faults.site_of(conn, event.charger_id),
+            classification=cls,
+            source="fault",
+            error_code=event.event_type,
+            title=f"{event.charger_id}: security event {event.event_type}",
+            event_id=event.event_id,
+            received_at=event.received_at,
+            detail={"tech_info": event.tech_info} if event.tech_info else {},
+        ),
+    )
+
+
+ROUTES: dict[type[Event], Handler] = {
+    FaultRaised: on_fault_raised,
+    FaultCleared: on_fault_cleared,
+    ConnectorStatusChanged: on_status,
+    ChargerBooted: on_booted,
+    ChargerOnline: on_online,
+    ChargerConnected: on_online,
+    ChargerOffline: on_offline,
+    SecurityEventReported: on_security,
+}
+EVENT_TYPES = tuple(str(cls.model_fields["type"].default) for cls in ROUTES)
+
+
+class WorkOrderIntake:
+    def __init__(
+        self, committer: GroupCommitter, bus: Bus, clock: Clock, thresholds: Thresholds
+    ) -> None:
+        self.committer = committer
+        self.bus = bus
+        self.clock = clock
+        self.thresholds = thresholds
+
+    async def handle(self, event: Event) -> None:
+        handler = ROUTES.get(type(event))
+        if handler is None:
+            return
+        ctx = OpContext(
+            now=self.clock.now(), actor="system", bus=self.bus, thresholds=self.thresholds
+        )
+
+        def apply(conn: Connection, ctx: OpContext) -> None:
+            if _first_delivery(conn, event, ctx.now):
+                handler(conn, ctx, event)
+
+        await store.run(self.committer, ctx, apply)
