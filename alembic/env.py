@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 import csms.tables  # noqa: F401  (registers the tables on Base.metadata)
 import services.api_auth  # noqa: F401
 import services.bus.tables  # noqa: F401
+import services.commands.tables  # noqa: F401
 import ticketing.tables  # noqa: F401
 from alembic import context
 from services.db import Base

@@ -9,6 +9,7 @@ from datetime import datetime
 from fastapi import APIRouter
 
 from csms import api
+from csms.commands.executor import CommandExecutor
 from csms.context import CsmsContext
 from csms.presence import Presence
 from csms.retention import RetentionJob
@@ -54,6 +55,7 @@ def build(
     ctx = CsmsContext(settings=settings, db=db, committer=committer, bus=bus, clock=clock)
     presence = Presence(ctx)
     ctx.presence = presence
+    bus.serve_commands(CommandExecutor(ctx, presence))
     return CsmsRuntime(ctx, presence, OcppServer(ctx, presence), RetentionJob(ctx))
 
 

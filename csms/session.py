@@ -53,10 +53,20 @@ from services.bus.contracts import (
     NormalizedStatus,
     SecurityEventReported,
 )
+from services.commands.contracts import CommandName
+from services.commands.progress import track_progress
 from services.committer import WriteSet
 from services.observability import metrics
 
 log = logging.getLogger(__name__)
+
+#: the command whose progress a firmware/diagnostics/log status notification reports
+PROGRESS_OF: dict[FirmwareKind, CommandName] = {
+    "firmware": "update-firmware",
+    "signed_firmware": "update-firmware",
+    "diagnostics": "get-diagnostics",
+    "log": "get-diagnostics",
+}
 
 
 @dataclass
@@ -326,6 +336,17 @@ class OcppSession:
         action = parsed[2] if parsed[0] == 2 else None
         await self._send_frame(message, parsed[0], parsed[1], action)
 
+    # ----------------------------------------------------------------- commands
+    async def call_charger(self, payload: Any) -> Any:
+        """Send a CSMS-initiated CALL with the library's ``call()``; return the answer.
+
+        A CALLERROR answer raises the library's ``OCPPError`` (``suppress=False``); no
+        answer within ``call_timeout`` raises ``TimeoutError``. Payloads are validated by
+        the caller with the compiled validators, so an ``OCPPError`` here is always the
+        charger's own CALLERROR."""
+        call = super().call  # type: ignore[misc]
+        return await call(payload, suppress=False, skip_schema_validation=True)
+
     # ----------------------------------------------------------------- helpers for handlers
     @property
     def incoming(self) -> Incoming:
@@ -437,7 +458,10 @@ class OcppSession:
         return key
 
     def firmware_event(self, kind: FirmwareKind, status: str, request_id: int | None) -> None:
+        """Emit the status of a firmware update or log upload, and append it to the
+        progress of the command that started it (same transaction)."""
         rx = self.incoming
+        self.command_progress(PROGRESS_OF[kind], request_id, status)
         self.emit(
             FirmwareStatusChanged(
                 charger_id=self.charger_id,
@@ -446,6 +470,17 @@ class OcppSession:
                 status=status,
                 request_id=request_id,
             )
+        )
+
+    def command_progress(self, name: CommandName, request_id: int | None, status: str) -> None:
+        rx = self.incoming
+        track_progress(
+            rx.writes,
+            charger_id=self.charger_id,
+            name=name,
+            request_id=request_id,
+            status=status,
+            at=rx.received_at,
         )
 
     def security_event(self, event_type: str, timestamp: str, tech_info: str | None) -> None:

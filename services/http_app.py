@@ -10,11 +10,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from services import users_api
 from services.bus import Bus
 from services.clock import Clock
+from services.commands.access import deny_all
+from services.commands.contracts import CommandAuthorizer
 from services.committer import GroupCommitter
 from services.db import Database
 from services.observability.metrics import REGISTRY
 from services.problems import install as install_problems
 from services.problems import problem_response
+from services.settings import Settings
 
 API_DESCRIPTION = """ChargeOps: O&M backbone of an EV charging network.
 
@@ -29,12 +32,19 @@ def create_app(
     *,
     committer: GroupCommitter,
     clock: Clock,
+    settings: Settings | None = None,
+    command_authorizer: CommandAuthorizer | None = None,
 ) -> FastAPI:
+    """The app. ``settings`` gives the routers their limits (the command timeout is
+    ``call_timeout``); ``command_authorizer`` decides whether a technician may send a
+    command to a charger (default: never; see :func:`set_command_authorizer`)."""
     app = FastAPI(title="ChargeOps", version="0.1.0", description=API_DESCRIPTION)
     app.state.db = db
     app.state.bus = bus
     app.state.committer = committer
     app.state.clock = clock
+    app.state.settings = settings
+    set_command_authorizer(app, command_authorizer or deny_all)
     install_problems(app)
     app.include_router(users_api.router)
     for router in routers:
@@ -66,3 +76,8 @@ def create_app(
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def set_command_authorizer(app: FastAPI, authorizer: CommandAuthorizer) -> None:
+    """Decide from now on whether a technician may send a command to a charger."""
+    app.state.command_authorizer = authorizer

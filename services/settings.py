@@ -62,6 +62,8 @@ class Settings(BaseSettings):
     site_down_fraction: float = Field(default=0.6, gt=0, le=1)
     site_down_min_chargers: int = Field(default=2, ge=2)
     ticketing_scan_interval: float = Field(default=5.0, gt=0)
+    auto_reset_budget: int = Field(default=3, ge=0)
+    auto_reset_window: float = Field(default=86400.0, gt=0)
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -84,6 +84,8 @@ async def build_all_in_one(
         [*csms.bootstrap.routers(), *ticketing.bootstrap.routers()],
         committer=committer,
         clock=clock,
+        settings=settings,
+        command_authorizer=ticketing_rt.command_access,
     )
     return AllInOne(settings, db, committer, bus, csms_rt, ticketing_rt, app, clock)
 

@@ -12,9 +12,11 @@ from services.committer import GroupCommitter
 from services.db import Database
 from services.settings import Settings
 from ticketing import api, tx
+from ticketing.remediation.runner import RemediationRunner
 from ticketing.rules.store import seed_defaults as seed_rules
 from ticketing.sla.policies import seed_defaults as seed_policies
 from ticketing.webhooks.delivery import WebhookDeliverer
+from ticketing.work_orders.access import TechnicianCommandAccess
 from ticketing.work_orders.context import Thresholds
 from ticketing.work_orders.intake import CONSUMER, EVENT_TYPES, WorkOrderIntake
 from ticketing.work_orders.scanner import Scanner
@@ -27,6 +29,8 @@ class TicketingRuntime:
     intake: WorkOrderIntake
     scanner: Scanner
     webhooks: WebhookDeliverer
+    remediation: RemediationRunner
+    command_access: TechnicianCommandAccess
 
     async def start(self) -> None:
         """Seed the default fault rules and SLA policies (empty tables only), start timers."""
@@ -35,8 +39,10 @@ class TicketingRuntime:
         await tx.transact(self.committer, lambda conn: seed_policies(conn, now))
         self.scanner.start()
         self.webhooks.start()
+        self.remediation.start()
 
     async def stop(self) -> None:
+        await self.remediation.stop()
         await self.scanner.stop()
         await self.webhooks.stop()
 
@@ -49,7 +55,24 @@ def build(
     bus.subscribe(CONSUMER, EVENT_TYPES, intake.handle)
     scanner = Scanner(committer, db, bus, clock, thresholds, settings.ticketing_scan_interval)
     webhooks = WebhookDeliverer(db, committer, clock)
-    return TicketingRuntime(committer, clock, intake, scanner, webhooks)
+    remediation = RemediationRunner(
+        committer,
+        bus,
+        clock,
+        call_timeout=settings.call_timeout,
+        reset_budget=settings.auto_reset_budget,
+        reset_window=settings.auto_reset_window,
+        interval=settings.ticketing_scan_interval,
+    )
+    return TicketingRuntime(
+        committer,
+        clock,
+        intake,
+        scanner,
+        webhooks,
+        remediation,
+        TechnicianCommandAccess(db),
+    )
 
 
 def routers() -> list[APIRouter]:

@@ -326,3 +326,26 @@ class WebhookDelivery(Base):
         UniqueConstraint("webhook_id", "event_id"),
         Index("ix_ticketing_webhook_deliveries_due", "state", "next_attempt_at"),
     )
+
+
+# ---------------------------------------------------------------- remote remediation
+class Remediation(Base):
+    """The remote fix of one work order: which playbook, how far, what each step got."""
+
+    __tablename__ = "ticketing_remediations"
+
+    order_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("ticketing_work_orders.id", ondelete="CASCADE"), primary_key=True
+    )
+    charger_id: Mapped[str] = mapped_column(String(48))
+    connector: Mapped[str | None] = mapped_column(String(16))
+    playbook: Mapped[str] = mapped_column(String(100))
+    mode: Mapped[str] = mapped_column(String(16))  # remote_first | lockout
+    #: running (a step is due at next_at) | succeeded | failed | done (lockout) | stopped
+    state: Mapped[str] = mapped_column(String(16))
+    step: Mapped[int] = mapped_column(Integer, default=0)  # index of the next step
+    next_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
+    attempts: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -250,9 +250,12 @@ class V201Session(OcppSession, ChargePoint):  # type: ignore[misc]
         return call_result.LogStatusNotification()
 
     @on(Action.notify_report)
-    async def on_notify_report(self, **_: Any) -> call_result.NotifyReport:
-        # The report itself is kept in the raw message log; the device model store
-        # arrives with the get-base-report command.
+    async def on_notify_report(
+        self, request_id: int, tbc: bool = False, **_: Any
+    ) -> call_result.NotifyReport:
+        # The report itself is kept in the raw message log; its arrival is the progress
+        # of the get-base-report command that asked for it.
+        self.command_progress("get-base-report", request_id, "Reporting" if tbc else "Reported")
         return call_result.NotifyReport()
 
     @on(Action.data_transfer)

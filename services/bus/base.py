@@ -5,6 +5,13 @@ subscriber is a durable, named consumer; an event is acknowledged after its hand
 returned, and redelivered otherwise (a handler that keeps failing is parked as a dead
 letter after ``max_attempts``). Redelivery is normal: consumers are idempotent on
 ``event_id`` (see :mod:`services.bus.inbox`).
+
+Commands are request/reply, not events: ``request_command`` reaches the one node that
+holds the charger's socket and returns its :class:`~services.commands.contracts.CommandReply`
+(outcome ``offline`` when no node does); nothing is redelivered. Embedded mode calls the
+executor registered with ``serve_commands`` in process. Distributed mode (NATS, a later
+issue) uses a per-charger subject (``commands.<charger id>``) that the node holding the
+socket subscribes to while it does: a request with no responder is ``offline``.
 """
 
 from __future__ import annotations
@@ -16,9 +23,11 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from sqlalchemy.engine import Connection
 
 from services.bus.contracts import Event
+from services.commands.contracts import CommandReply, CommandRequest
 from services.committer import GroupCommitter, WriteSet
 
 EventHandler = Callable[[Event], Awaitable[None]]
+CommandHandler = Callable[[CommandRequest], Awaitable[CommandReply]]
 
 
 class UnsupportedBusURL(ValueError):
@@ -56,6 +65,18 @@ class Bus(ABC):
     @abstractmethod
     async def ping(self) -> None:
         """Raise if the bus cannot take events."""
+
+    @abstractmethod
+    async def request_command(self, request: CommandRequest) -> CommandReply:
+        """Route ``request`` to the node holding the charger's socket; return its reply.
+
+        Never raises for the command's sake: no node -> ``offline``, no reply within
+        ``request.timeout_s`` (plus a grace for the trip) -> ``timeout``, a failing
+        executor -> ``error``."""
+
+    @abstractmethod
+    def serve_commands(self, handler: CommandHandler) -> None:
+        """Register this (csms) node's command executor (call before ``start``)."""
 
 
 async def record(

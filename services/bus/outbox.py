@@ -4,6 +4,9 @@ Publishing adds outbox rows to the caller's group commit, so an event is durable
 the same transaction as the state change it describes. One dispatcher task per
 consumer reads the outbox after its cursor, calls the handler, and advances the
 cursor; after a crash, whatever the cursor had not passed is delivered again.
+
+Commands (request/reply) are an in-process call of the executor this process's csms
+registered with ``serve_commands``; without one every command is ``offline``.
 """
 
 from __future__ import annotations
@@ -19,9 +22,10 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.bus.base import Bus, EventHandler
+from services.bus.base import Bus, CommandHandler, EventHandler
 from services.bus.contracts import Event, parse_event
 from services.bus.tables import ConsumerCursor, DeadLetter, OutboxEvent
+from services.commands.contracts import CommandReply, CommandRequest
 from services.committer import GroupCommitter, WriteSet
 from services.db import table_of, utcnow
 from services.observability import metrics
@@ -31,6 +35,10 @@ log = logging.getLogger(__name__)
 OUTBOX = table_of(OutboxEvent)
 CURSORS = table_of(ConsumerCursor)
 DEAD_LETTERS = table_of(DeadLetter)
+
+#: seconds a command's executor may take beyond the command's own timeout before the bus
+#: gives up on it (the executor enforces the timeout itself; this is the safety net)
+COMMAND_GRACE_S = 5.0
 
 
 @dataclass
@@ -67,6 +75,7 @@ class OutboxBus(Bus):
         self._consumers: dict[str, _Consumer] = {}
         self._started = False
         self._staged_types: set[str] = set()
+        self._command_handler: CommandHandler | None = None
         committer.on_commit(self._wake_interested)
 
     def stage(self, events: Sequence[Event], writes: WriteSet) -> None:
@@ -133,6 +142,37 @@ class OutboxBus(Bus):
     async def ping(self) -> None:
         async with self._engine.connect() as conn:
             await conn.execute(select(func.count()).select_from(CURSORS))
+
+    def serve_commands(self, handler: CommandHandler) -> None:
+        if self._command_handler is not None:
+            raise ValueError("a command executor is already registered")
+        self._command_handler = handler
+
+    async def request_command(self, request: CommandRequest) -> CommandReply:
+        handler = self._command_handler
+        if handler is None:
+            return CommandReply(
+                command_id=request.command_id,
+                outcome="offline",
+                detail="no csms node serves commands in this process",
+            )
+        try:
+            return await asyncio.wait_for(handler(request), request.timeout_s + COMMAND_GRACE_S)
+        except TimeoutError:
+            return CommandReply(
+                command_id=request.command_id,
+                outcome="timeout",
+                detail=f"no reply from the csms node within {request.timeout_s:g} s",
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("command %s: the executor failed", request.command_id)
+            return CommandReply(
+                command_id=request.command_id,
+                outcome="error",
+                detail=f"the csms node failed: {type(exc).__name__}: {exc}",
+            )
 
     async def backlog(self) -> dict[str, int]:
         async with self._engine.connect() as conn:

@@ -63,9 +63,10 @@ CHARGER_STATE_CHANGES = Counter(
     registry=REGISTRY,
 )
 COMMANDS = Counter(
-    "chargeops_ocpp_commands_total",
-    "Commands sent to chargers, by action and outcome",
-    ["action", "outcome"],
+    "chargeops_commands_total",
+    "Commands sent to chargers, by command name and outcome "
+    "(answered, offline, timeout, refused, error)",
+    ["name", "outcome"],
     registry=REGISTRY,
 )
 

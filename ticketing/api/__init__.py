@@ -5,6 +5,7 @@ from fastapi import APIRouter
 from ticketing.api import (
     fault_rules,
     faults,
+    remediation,
     sites,
     sla_policies,
     teams,
@@ -25,6 +26,7 @@ def router() -> APIRouter:
         teams,
         sites,
         webhooks,
+        remediation,
     ):
         api.include_router(module.router)
     return api

@@ -5,13 +5,17 @@ Boots, status flips and rate-limited faults are kept as ``ticketing_charger_sign
 rows and counted in a sliding window; the windows and counts come from settings
 (:class:`~ticketing.work_orders.context.Thresholds`). Derived faults are classified by
 the same rules as reported ones (source ``derived``).
+
+A site order is opened once: while it is open, a charger of the site going down is an
+(absorbed) occurrence of it, and the offline scan skips the site's chargers. It resolves
+when every commissioned charger of the site is back online.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import and_, delete, func, select
+from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.engine import Connection
 
 from services.db import table_of
@@ -27,6 +31,9 @@ ASSETS = table_of(ChargerAsset)
 SIGNALS = table_of(ChargerSignal)
 #: Signals older than this are pruned (the longest window any threshold may use).
 SIGNAL_RETENTION = timedelta(days=2)
+#: A charger placed at a site that has never been online (no ``offline_since`` either) is
+#: not yet commissioned: it is neither down nor counted among the site's chargers.
+COMMISSIONED = or_(ASSETS.c.online.is_(True), ASSETS.c.offline_since.isnot(None))
 
 
 def signal(
@@ -146,13 +153,24 @@ def flip(conn: Connection, ctx: OpContext, charger_id: str, connector: str, even
 
 
 def offline_candidates(conn: Connection, ctx: OpContext, limit: int = 200) -> list[str]:
-    """Chargers offline longer than the threshold without an open communication order."""
+    """Chargers offline longer than the threshold without an open communication order,
+    and not covered by an open site-level order (their outage is an occurrence of it)."""
     cutoff = ctx.now - timedelta(seconds=ctx.thresholds.offline_after_s)
     open_offline = (
         select(WORK_ORDERS.c.id)
         .where(
             WORK_ORDERS.c.charger_id == ASSETS.c.charger_id,
             WORK_ORDERS.c.source == "offline",
+            WORK_ORDERS.c.state.in_(ACTIVE),
+        )
+        .exists()
+    )
+    open_site = (
+        select(WORK_ORDERS.c.id)
+        .where(
+            WORK_ORDERS.c.site_id == ASSETS.c.site_id,
+            WORK_ORDERS.c.charger_id.is_(None),
+            WORK_ORDERS.c.source.in_(faults.ENGINE_SOURCES),
             WORK_ORDERS.c.state.in_(ACTIVE),
         )
         .exists()
@@ -164,6 +182,7 @@ def offline_candidates(conn: Connection, ctx: OpContext, limit: int = 200) -> li
             ASSETS.c.offline_since.isnot(None),
             ASSETS.c.offline_since <= cutoff,
             ~open_offline,
+            ~open_site,
         )
         .order_by(ASSETS.c.offline_since)
         .limit(limit)
@@ -190,15 +209,39 @@ def offline(conn: Connection, ctx: OpContext, charger_id: str) -> store.Order | 
     return order
 
 
+def _open_site_order(conn: Connection, site_id: str) -> store.Order | None:
+    row = (
+        conn.execute(
+            select(WORK_ORDERS).where(
+                WORK_ORDERS.c.site_id == site_id,
+                WORK_ORDERS.c.charger_id.is_(None),
+                WORK_ORDERS.c.source.in_(faults.ENGINE_SOURCES),
+                WORK_ORDERS.c.state.in_(ACTIVE),
+            )
+        )
+        .mappings()
+        .first()
+    )
+    return dict(row) if row is not None else None
+
+
 def site_check(conn: Connection, ctx: OpContext, site_id: str | None) -> store.Order | None:
-    """Open a site-level order when most of a site's chargers are down at once."""
+    """Open a site-level order when most of a site's chargers are down at once.
+
+    Nothing to do while the site's order is open: the charger's own fault was already
+    appended to it as an (absorbed) occurrence."""
     if site_id is None:
         return None
+    existing = _open_site_order(conn, site_id)
+    if existing is not None:
+        return existing
     t = ctx.thresholds
     chargers = [
         dict(r)
         for r in conn.execute(
-            select(ASSETS.c.charger_id, ASSETS.c.online).where(ASSETS.c.site_id == site_id)
+            select(ASSETS.c.charger_id, ASSETS.c.online).where(
+                ASSETS.c.site_id == site_id, COMMISSIONED
+            )
         ).mappings()
     ]
     if len(chargers) < t.site_down_min_chargers:
@@ -209,6 +252,7 @@ def site_check(conn: Connection, ctx: OpContext, site_id: str | None) -> store.O
                 and_(
                     WORK_ORDERS.c.site_id == site_id,
                     WORK_ORDERS.c.connector == "0",
+                    WORK_ORDERS.c.source.in_(faults.ENGINE_SOURCES),
                     WORK_ORDERS.c.state.in_(ACTIVE),
                 )
             )
@@ -230,13 +274,14 @@ def site_check(conn: Connection, ctx: OpContext, site_id: str | None) -> store.O
 
 
 def site_recovered(conn: Connection, ctx: OpContext, site_id: str | None) -> None:
-    """Resolve the site's order once every charger of the site is back online."""
+    """Resolve the site's order once every charger of the site is back online (orders
+    opened by hand for the site are not the engine's to resolve)."""
     if site_id is None:
         return
     still_down = conn.execute(
         select(func.count())
         .select_from(ASSETS)
-        .where(ASSETS.c.site_id == site_id, ASSETS.c.online.is_(False))
+        .where(ASSETS.c.site_id == site_id, ASSETS.c.online.is_(False), COMMISSIONED)
     ).scalar_one()
     if still_down:
         return
@@ -246,6 +291,7 @@ def site_recovered(conn: Connection, ctx: OpContext, site_id: str | None) -> Non
             .where(
                 WORK_ORDERS.c.site_id == site_id,
                 WORK_ORDERS.c.charger_id.is_(None),
+                WORK_ORDERS.c.source.in_(faults.ENGINE_SOURCES),
                 WORK_ORDERS.c.state.in_(ACTIVE),
             )
             .with_for_update()

@@ -3,8 +3,14 @@
 De-duplication: at most one open order per (charger, connector, category) — enforced by
 the unique ``dedupe_key`` — and a repeat appends an occurrence. A charger-level order
 (connector 0, an EVSE as a whole, offline) absorbs its connectors' orders and their
-later faults; a site-level order absorbs its chargers'. A repeat on a resolved or
-verified order reopens it.
+later faults; a site-level order absorbs its chargers'. Absorption is between orders
+the engine opened from charger behaviour (:data:`ENGINE_SOURCES`): an order opened by hand
+(a manual site or charger order, a complaint) neither absorbs faults nor is absorbed. A
+repeat on a resolved or verified order reopens it.
+
+A pattern (:data:`PATTERN_KINDS`: reboot loop, flapping, site down) is not cured by one
+healthy report — the next Available is exactly what a flapping connector sends — so
+:func:`healthy` leaves those orders to people (or, for a site, every charger back online).
 """
 
 from __future__ import annotations
@@ -14,19 +20,24 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.engine import Connection
 
 from services.db import table_of
+from ticketing.remediation import start as remediation
 from ticketing.rules.model import Classification
 from ticketing.tables import ChargerAsset
-from ticketing.work_orders import dispatching, store, transitions
+from ticketing.work_orders import store, transitions
 from ticketing.work_orders.context import OpContext
-from ticketing.work_orders.policy import policy_id_for
+from ticketing.work_orders.policy import policy_for_order, policy_id_for
 from ticketing.work_orders.states import ACTIVE
 from ticketing.work_orders.timeline import WORK_ORDERS
 
 ASSETS = table_of(ChargerAsset)
+#: Work-order sources the engine opens (the rest are people's: manual, complaint, ...).
+ENGINE_SOURCES = ("fault", "offline")
+#: Derived kinds (``error_code``) that a single healthy report does not resolve.
+PATTERN_KINDS = ("RebootLoop", "Flapping", "SiteDown")
 
 
 @dataclass(frozen=True)
@@ -57,7 +68,8 @@ def site_of(conn: Connection, charger_id: str) -> str | None:
 
 
 def is_charger_level(connector: str | None) -> bool:
-    """Connector 0 (1.6), or an EVSE as a whole (2.0.1 ``"1"`` when connectors are ``1/n``)."""
+    """The whole charger: 1.6 connector 0, or 2.0.1 EVSE 0 (the station). An EVSE (``"1"``)
+    covers its connectors (see :func:`_covers`) but is not the whole charger."""
     return connector == "0"
 
 
@@ -78,6 +90,7 @@ def _absorbing_order(conn: Connection, fault: FaultInput) -> store.Order | None:
                     WORK_ORDERS.c.site_id == fault.site_id,
                     WORK_ORDERS.c.charger_id.is_(None),
                     WORK_ORDERS.c.state.in_(ACTIVE),
+                    WORK_ORDERS.c.source.in_(ENGINE_SOURCES),
                 )
                 .limit(1)
                 .with_for_update()
@@ -95,6 +108,7 @@ def _absorbing_order(conn: Connection, fault: FaultInput) -> store.Order | None:
             .where(
                 WORK_ORDERS.c.charger_id == fault.charger_id,
                 WORK_ORDERS.c.state.in_(ACTIVE),
+                WORK_ORDERS.c.source.in_(ENGINE_SOURCES),
                 WORK_ORDERS.c.connector != fault.connector,
             )
             .order_by(WORK_ORDERS.c.id)
@@ -112,12 +126,16 @@ def _absorbing_order(conn: Connection, fault: FaultInput) -> store.Order | None:
 def occurrence(
     conn: Connection, ctx: OpContext, order: store.Order, fault: FaultInput, *, absorbed: bool
 ) -> store.Order:
+    changes: dict[str, Any] = {"occurrences": int(order["occurrences"]) + 1, "last_seen": ctx.now}
+    if absorbed:
+        cls = fault.classification
+        changes |= _at_least(conn, order, cls.priority, cls.severity)
     return store.change(
         conn,
         ctx,
         order,
         kind="occurrence",
-        changes={"occurrences": int(order["occurrences"]) + 1, "last_seen": ctx.now},
+        changes=changes,
         note=(
             f"{fault.error_code} on {fault.charger_id or fault.site_id}"
             f"{'/' + fault.connector if fault.connector else ''}"
@@ -179,7 +197,7 @@ def open_order(conn: Connection, ctx: OpContext, fault: FaultInput, key: str) ->
         event_id=fault.event_id,
     )
     order = _absorb_children(conn, ctx, order)
-    return dispatching.auto_assign(conn, ctx, order)
+    return remediation.begin(conn, ctx, order)
 
 
 def _absorb_children(conn: Connection, ctx: OpContext, parent: store.Order) -> store.Order:
@@ -196,7 +214,12 @@ def _absorb_children(conn: Connection, ctx: OpContext, parent: store.Order) -> s
     rows = (
         conn.execute(
             select(WORK_ORDERS)
-            .where(*where, WORK_ORDERS.c.state.in_(ACTIVE), WORK_ORDERS.c.id != parent["id"])
+            .where(
+                *where,
+                WORK_ORDERS.c.state.in_(ACTIVE),
+                WORK_ORDERS.c.source.in_(ENGINE_SOURCES),
+                WORK_ORDERS.c.id != parent["id"],
+            )
             .order_by(WORK_ORDERS.c.id)
             .with_for_update()
         )
@@ -229,10 +252,25 @@ def _absorb_children(conn: Connection, ctx: OpContext, parent: store.Order) -> s
             ctx,
             parent,
             kind="absorbed_order",
+            changes=_at_least(conn, parent, child["priority"], child["severity"]),
             note=f"absorbed #{child['id']} ({child['title']})",
             data={"order_id": child["id"]},
         )
     return parent
+
+
+def _at_least(
+    conn: Connection, parent: store.Order, priority: str, severity: str
+) -> dict[str, Any]:
+    """An absorbing order is at least as urgent and severe as what it absorbs (an S1
+    ground fault absorbed into an offline order keeps the order P1/S1)."""
+    changes: dict[str, Any] = {}
+    if severity < parent["severity"]:  # "S1" < "S2"
+        changes["severity"] = severity
+    if priority < parent["priority"]:  # "P1" < "P2"
+        changes["priority"] = priority
+        changes["sla_policy_id"] = policy_for_order(conn, parent, priority=priority)
+    return changes
 
 
 def healthy(
@@ -248,11 +286,13 @@ def healthy(
 ) -> list[store.Order]:
     """The charger reports healthy: resolve its matching active orders.
 
-    Self-recovered when nobody was on site; ``remote_fix`` orders resolve remotely."""
+    Self-recovered when nobody was on site; ``remote_fix`` orders resolve remotely.
+    Pattern orders (:data:`PATTERN_KINDS`) stay open."""
     query = select(WORK_ORDERS).where(
         WORK_ORDERS.c.charger_id == charger_id,
         WORK_ORDERS.c.state.in_(ACTIVE),
         WORK_ORDERS.c.source.in_(sources),
+        or_(WORK_ORDERS.c.error_code.is_(None), WORK_ORDERS.c.error_code.notin_(PATTERN_KINDS)),
     )
     if connector is not None:
         query = query.where(WORK_ORDERS.c.connector == connector)

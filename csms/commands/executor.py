@@ -1,0 +1,194 @@
+"""Executes commands on this node's live charger connections: the bus's command handler.
+
+For a request it finds the charger's session here (none: ``offline``), refuses it when
+``forbid_during_transaction`` and a transaction is open on the charger, translates the
+parameters into the ``ocpp`` library's call for the charger's version (not expressible:
+``refused``), validates that call against the version's schema, sends it with the
+library's ``call()`` and waits for the first of: the answer (``answered``; a CALLERROR is
+``error`` with its code), the connection closing (``offline``: a charger that reconnects
+mid-command fails the command at once, it never hangs), or the timeout (``timeout``).
+
+The timeout is the request's ``timeout_s``, capped by this node's ``call_timeout`` (the
+library's own response timeout). Commands to one charger are sent one at a time (the
+library's call lock, as OCPP allows one outstanding CALL), the wait for the lock included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from ocpp.charge_point import remove_nones, serialize_as_dict, snake_to_camel_case
+from ocpp.exceptions import OCPPError, UnknownCallErrorCodeError
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import select
+from websockets.protocol import State
+
+from csms.commands import v16, v201
+from csms.commands.translation import CallContext, NotApplicable, Translator
+from csms.context import CsmsContext
+from csms.presence import Presence
+from csms.protocol.errors import FrameError
+from csms.protocol.validation import validate
+from csms.session import OcppSession
+from csms.state import TRANSACTIONS
+from services.commands.contracts import (
+    CommandName,
+    CommandReply,
+    CommandRequest,
+    Outcome,
+    validate_params,
+)
+from services.commands.log import new_request_id
+
+log = logging.getLogger(__name__)
+
+TRANSLATORS: dict[str, dict[CommandName, Translator]] = {
+    "1.6": v16.TRANSLATORS,
+    "2.0.1": v201.TRANSLATORS,
+}
+
+
+def answer_status(response: dict[str, Any]) -> str | None:
+    """The charger's status: its ``status`` field, or the attributeStatus of a single
+    2.0.1 Get/SetVariables result."""
+    status = response.get("status")
+    if isinstance(status, str):
+        return status
+    for key in ("get_variable_result", "set_variable_result"):
+        results = response.get(key)
+        if isinstance(results, list) and len(results) == 1 and isinstance(results[0], dict):
+            single = results[0].get("attribute_status")
+            return single if isinstance(single, str) else None
+    return None
+
+
+class CommandExecutor:
+    def __init__(self, ctx: CsmsContext, presence: Presence) -> None:
+        self.ctx = ctx
+        self.presence = presence
+
+    def _reply(self, request: CommandRequest, outcome: Outcome, **fields: Any) -> CommandReply:
+        return CommandReply(
+            command_id=request.command_id, outcome=outcome, node_id=self.ctx.node_id, **fields
+        )
+
+    async def __call__(self, request: CommandRequest) -> CommandReply:
+        session = self.presence.sessions.get(request.charger_id)
+        if session is None or session.ws.state is not State.OPEN:
+            return self._reply(request, "offline", detail="the charger is not connected")
+        try:
+            params = validate_params(request.name, request.params)
+        except ValidationError as exc:
+            fields = ", ".join(".".join(str(p) for p in e["loc"]) or "body" for e in exc.errors())
+            return self._reply(request, "refused", detail=f"invalid params: {fields}")
+        if request.forbid_during_transaction and await self._transaction_running(
+            request.charger_id
+        ):
+            return self._reply(
+                request, "refused", detail="a transaction is running on this charger"
+            )
+        try:
+            payload = self._payload(session, request, params)
+        except NotApplicable as exc:
+            return self._reply(
+                request, "refused", detail=f"not applicable to OCPP {session.ocpp_version}: {exc}"
+            )
+        except FrameError as exc:
+            return self._reply(
+                request,
+                "refused",
+                detail=f"the OCPP {session.ocpp_version} schema refuses it: {exc.description}",
+            )
+        return await self._call(session, request, payload)
+
+    def _payload(self, session: OcppSession, request: CommandRequest, params: BaseModel) -> Any:
+        translate = TRANSLATORS[session.ocpp_version][request.name]
+        context = CallContext(request.request_id or new_request_id(), self.ctx.clock())
+        payload = translate(params, context)
+        wire = remove_nones(snake_to_camel_case(serialize_as_dict(payload)))
+        validate(session.ocpp_version, type(payload).__name__, wire)
+        return payload
+
+    async def _transaction_running(self, charger_id: str) -> bool:
+        query = (
+            select(TRANSACTIONS.c.id)
+            .where(TRANSACTIONS.c.charger_id == charger_id, TRANSACTIONS.c.stopped_at.is_(None))
+            .limit(1)
+        )
+        async with self.ctx.db.engine.connect() as conn:
+            return (await conn.execute(query)).first() is not None
+
+    async def _call(
+        self, session: OcppSession, request: CommandRequest, payload: Any
+    ) -> CommandReply:
+        action = type(payload).__name__
+        timeout = min(request.timeout_s, self.ctx.settings.call_timeout)
+        sent_at = self.ctx.clock()
+        started = time.perf_counter()
+        call = asyncio.create_task(session.call_charger(payload), name=f"command:{action}")
+        closed = asyncio.create_task(session.ws.wait_closed())
+        try:
+            await asyncio.wait({call, closed}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (call, closed):
+                task.cancel()
+            await asyncio.gather(call, closed, return_exceptions=True)
+        timing = {
+            "sent_at": sent_at,
+            "answered_at": self.ctx.clock(),
+            "duration_ms": (time.perf_counter() - started) * 1000.0,
+        }
+        if call.cancelled():
+            if closed.done() and not closed.cancelled():
+                return self._reply(
+                    request,
+                    "offline",
+                    detail="the connection closed before the charger answered",
+                    sent_at=sent_at,
+                )
+            return self._reply(
+                request, "timeout", detail=f"no answer within {timeout:g} s", sent_at=sent_at
+            )
+        error = call.exception()
+        if error is None:
+            return self._answered(session, request, action, call.result(), timing)
+        if isinstance(error, TimeoutError):
+            return self._reply(
+                request, "timeout", detail=f"no answer within {timeout:g} s", sent_at=sent_at
+            )
+        if isinstance(error, OCPPError):
+            detail = f"CALLERROR {error.code}: {error.description}"
+        elif isinstance(error, UnknownCallErrorCodeError):
+            detail = f"CALLERROR with an unknown code: {error}"
+        elif isinstance(error, TypeError):
+            detail = f"the charger's answer does not fit {action}Response: {error}"
+        else:
+            log.error("charger %s: %s failed", request.charger_id, action, exc_info=error)
+            detail = f"{type(error).__name__}: {error}"
+        return self._reply(request, "error", detail=detail, **timing)
+
+    def _answered(
+        self,
+        session: OcppSession,
+        request: CommandRequest,
+        action: str,
+        result: Any,
+        timing: dict[str, Any],
+    ) -> CommandReply:
+        response: dict[str, Any] = remove_nones(serialize_as_dict(result))
+        try:
+            validate(session.ocpp_version, action, snake_to_camel_case(response), response=True)
+        except FrameError as exc:
+            return self._reply(
+                request,
+                "error",
+                detail=f"the charger's answer does not match the schema: {exc.description}",
+                response=response,
+                **timing,
+            )
+        return self._reply(
+            request, "answered", status=answer_status(response), response=response, **timing
+        )

@@ -1,0 +1,833 @@
+"""Operator commands to real OCPP 1.6 and 2.0.1 charge points (the ``ocpp`` library's
+client classes, answering with ``@on`` handlers): every command is translated, answered
+and recorded; Rejected passes through, a CALLERROR is a 502, an offline charger a 409, a
+silent one a 504, a reconnect fails the command in flight cleanly; transactions block
+commands that must not interrupt them; long-running operations report progress; only the
+right roles may send."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import pytest
+from ocpp.exceptions import InternalError
+from ocpp.v16 import ChargePoint as ChargePoint16
+from ocpp.v16 import call as call16
+from ocpp.v16 import call_result as result16
+from ocpp.v16.enums import Action as Action16
+from ocpp.v201 import ChargePoint as ChargePoint201
+from ocpp.v201 import call as call201
+from ocpp.v201 import call_result as result201
+from ocpp.v201.enums import Action as Action201
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from csms.protocol.routing import on
+from services.api_auth import Principal, create_token
+from services.bus.outbox import OutboxBus
+from services.commands.contracts import (
+    COMMAND_NAMES,
+    PARAMS,
+    CommandReply,
+    CommandRequest,
+    validate_params,
+)
+from services.committer import GroupCommitter
+from services.http_app import set_command_authorizer
+from tests.conftest import Running, SystemFactory, charge_point, eventually, register
+
+REQUEST_ID = object()  # stands for the request id the command log assigned
+
+# ------------------------------------------------------------------ charge points
+
+
+class Station16(ChargePoint16):  # type: ignore[misc]
+    """A 1.6 charge point that answers every command and remembers what it was sent."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.received: list[tuple[str, dict[str, Any]]] = []
+
+    def got(self, action: str, payload: dict[str, Any]) -> None:
+        self.received.append((action, payload))
+
+    @on(Action16.reset)
+    async def on_reset(self, **kw: Any) -> result16.Reset:
+        self.got("Reset", kw)
+        return result16.Reset(status="Accepted")
+
+    @on(Action16.unlock_connector)
+    async def on_unlock(self, **kw: Any) -> result16.UnlockConnector:
+        self.got("UnlockConnector", kw)
+        return result16.UnlockConnector(status="Unlocked")
+
+    @on(Action16.change_availability)
+    async def on_availability(self, **kw: Any) -> result16.ChangeAvailability:
+        self.got("ChangeAvailability", kw)
+        return result16.ChangeAvailability(
+            status="Rejected" if kw["connector_id"] == 2 else "Accepted"
+        )
+
+    @on(Action16.trigger_message)
+    async def on_trigger(self, **kw: Any) -> result16.TriggerMessage:
+        self.got("TriggerMessage", kw)
+        return result16.TriggerMessage(status="Accepted")
+
+    @on(Action16.get_configuration)
+    async def on_get_configuration(self, **kw: Any) -> result16.GetConfiguration:
+        self.got("GetConfiguration", kw)
+        return result16.GetConfiguration(
+            configuration_key=[{"key": "HeartbeatInterval", "readonly": False, "value": "300"}]
+        )
+
+    @on(Action16.change_configuration)
+    async def on_change_configuration(self, **kw: Any) -> result16.ChangeConfiguration:
+        self.got("ChangeConfiguration", kw)
+        return result16.ChangeConfiguration(status="Accepted")
+
+    @on(Action16.clear_cache)
+    async def on_clear_cache(self, **kw: Any) -> result16.ClearCache:
+        self.got("ClearCache", kw)
+        return result16.ClearCache(status="Accepted")
+
+    @on(Action16.get_diagnostics)
+    async def on_get_diagnostics(self, **kw: Any) -> result16.GetDiagnostics:
+        self.got("GetDiagnostics", kw)
+        return result16.GetDiagnostics(file_name="diag-0001.zip")
+
+    @on(Action16.update_firmware)
+    async def on_update_firmware(self, **kw: Any) -> result16.UpdateFirmware:
+        self.got("UpdateFirmware", kw)
+        return result16.UpdateFirmware()
+
+    @on(Action16.remote_start_transaction)
+    async def on_remote_start(self, **kw: Any) -> result16.RemoteStartTransaction:
+        self.got("RemoteStartTransaction", kw)
+        return result16.RemoteStartTransaction(status="Accepted")
+
+    @on(Action16.remote_stop_transaction)
+    async def on_remote_stop(self, **kw: Any) -> result16.RemoteStopTransaction:
+        self.got("RemoteStopTransaction", kw)
+        return result16.RemoteStopTransaction(status="Accepted")
+
+    @on(Action16.data_transfer)
+    async def on_data_transfer(self, **kw: Any) -> result16.DataTransfer:
+        self.got("DataTransfer", kw)
+        if kw["vendor_id"] == "boom":
+            raise InternalError(description="vendor module crashed")
+        return result16.DataTransfer(status="Accepted", data="pong")
+
+
+class Station201(ChargePoint201):  # type: ignore[misc]
+    """A 2.0.1 charging station that answers every command and remembers what it was sent."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.received: list[tuple[str, dict[str, Any]]] = []
+
+    def got(self, action: str, payload: dict[str, Any]) -> None:
+        self.received.append((action, payload))
+
+    @on(Action201.reset)
+    async def on_reset(self, **kw: Any) -> result201.Reset:
+        self.got("Reset", kw)
+        return result201.Reset(status="Accepted")
+
+    @on(Action201.unlock_connector)
+    async def on_unlock(self, **kw: Any) -> result201.UnlockConnector:
+        self.got("UnlockConnector", kw)
+        return result201.UnlockConnector(status="Unlocked")
+
+    @on(Action201.change_availability)
+    async def on_availability(self, **kw: Any) -> result201.ChangeAvailability:
+        self.got("ChangeAvailability", kw)
+        evse_id: int = (kw.get("evse") or {}).get("id", 0)
+        status = {1: "Scheduled", 2: "Rejected"}.get(evse_id, "Accepted")
+        return result201.ChangeAvailability(status=status)
+
+    @on(Action201.trigger_message)
+    async def on_trigger(self, **kw: Any) -> result201.TriggerMessage:
+        self.got("TriggerMessage", kw)
+        return result201.TriggerMessage(status="Accepted")
+
+    @on(Action201.get_variables)
+    async def on_get_variables(self, **kw: Any) -> result201.GetVariables:
+        self.got("GetVariables", kw)
+        return result201.GetVariables(
+            get_variable_result=[
+                {
+                    "attribute_status": "Accepted",
+                    "attribute_value": "300",
+                    "component": d["component"],
+                    "variable": d["variable"],
+                }
+                for d in kw["get_variable_data"]
+            ]
+        )
+
+    @on(Action201.set_variables)
+    async def on_set_variables(self, **kw: Any) -> result201.SetVariables:
+        self.got("SetVariables", kw)
+        return result201.SetVariables(
+            set_variable_result=[
+                {
+                    "attribute_status": "RebootRequired",
+                    "component": d["component"],
+                    "variable": d["variable"],
+                }
+                for d in kw["set_variable_data"]
+            ]
+        )
+
+    @on(Action201.get_base_report)
+    async def on_get_base_report(self, **kw: Any) -> result201.GetBaseReport:
+        self.got("GetBaseReport", kw)
+        return result201.GetBaseReport(status="Accepted")
+
+    @on(Action201.clear_cache)
+    async def on_clear_cache(self, **kw: Any) -> result201.ClearCache:
+        self.got("ClearCache", kw)
+        return result201.ClearCache(status="Accepted")
+
+    @on(Action201.get_log)
+    async def on_get_log(self, **kw: Any) -> result201.GetLog:
+        self.got("GetLog", kw)
+        return result201.GetLog(status="Accepted", filename="log-0001.zip")
+
+    @on(Action201.update_firmware)
+    async def on_update_firmware(self, **kw: Any) -> result201.UpdateFirmware:
+        self.got("UpdateFirmware", kw)
+        return result201.UpdateFirmware(status="Accepted")
+
+    @on(Action201.request_start_transaction)
+    async def on_request_start(self, **kw: Any) -> result201.RequestStartTransaction:
+        self.got("RequestStartTransaction", kw)
+        return result201.RequestStartTransaction(status="Accepted")
+
+    @on(Action201.request_stop_transaction)
+    async def on_request_stop(self, **kw: Any) -> result201.RequestStopTransaction:
+        self.got("RequestStopTransaction", kw)
+        return result201.RequestStopTransaction(status="Accepted")
+
+    @on(Action201.data_transfer)
+    async def on_data_transfer(self, **kw: Any) -> result201.DataTransfer:
+        self.got("DataTransfer", kw)
+        if kw["vendor_id"] == "boom":
+            raise InternalError(description="vendor module crashed")
+        return result201.DataTransfer(status="Accepted", data={"echo": kw.get("data")})
+
+
+class Stalling16(ChargePoint16):  # type: ignore[misc]
+    """A 1.6 charge point that receives a Reset and never answers it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reset_received = asyncio.Event()
+
+    @on(Action16.reset)
+    async def on_reset(self, **_: Any) -> result16.Reset:
+        self.reset_received.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+# ------------------------------------------------------------------ helpers
+
+
+async def send(
+    running: Running, charger_id: str, name: str, body: Any = None, **kwargs: Any
+) -> httpx.Response:
+    url = f"/api/v1/chargers/{charger_id}/commands/{name}"
+    return await running.api.post(url, json=body if body is not None else {}, **kwargs)
+
+
+async def record(running: Running, command_id: str) -> dict[str, Any]:
+    r = await running.api.get(f"/api/v1/commands/{command_id}")
+    assert r.status_code == 200, r.text
+    found: dict[str, Any] = r.json()
+    return found
+
+
+def substitute(expected: Any, request_id: int | None) -> Any:
+    if expected is REQUEST_ID:
+        return request_id
+    if isinstance(expected, dict):
+        return {k: substitute(v, request_id) for k, v in expected.items()}
+    if isinstance(expected, list):
+        return [substitute(v, request_id) for v in expected]
+    return expected
+
+
+async def check_answered(
+    running: Running,
+    station: Any,
+    charger_id: str,
+    case: tuple[str, dict[str, Any], str | None, str, dict[str, Any]],
+) -> dict[str, Any]:
+    """Send one command; the station got the expected call; the reply and the log agree."""
+    name, body, status, action, payload = case
+    r = await send(running, charger_id, name, body)
+    assert r.status_code == 200, r.text
+    reply = r.json()
+    assert reply["outcome"] == "answered"
+    assert reply["status"] == status
+    assert reply["node_id"] == running.system.settings.node_id
+    assert reply["sent_at"] and reply["answered_at"] and reply["duration_ms"] >= 0
+    logged = await record(running, reply["command_id"])
+    assert logged["charger_id"] == charger_id
+    assert logged["name"] == name
+    assert logged["requested_by"] == "user:admin"
+    assert logged["outcome"] == "answered"
+    assert logged["status"] == status
+    assert logged["response"] == reply["response"]
+    assert logged["params"] == validate_params(name, body).model_dump(mode="json")  # type: ignore[arg-type]
+    assert station.received[-1] == (action, substitute(payload, logged["request_id"]))
+    return logged
+
+
+VARIABLE = {"component": "OCPPCommCtrlr", "variable": "HeartbeatInterval"}
+VARIABLE_WIRE = {
+    "component": {"name": "OCPPCommCtrlr"},
+    "variable": {"name": "HeartbeatInterval"},
+    "attribute_type": "Actual",
+}
+CASES_16: list[tuple[str, dict[str, Any], str | None, str, dict[str, Any]]] = [
+    ("reset", {"type": "hard"}, "Accepted", "Reset", {"type": "Hard"}),
+    ("unlock-connector", {"connector": "1"}, "Unlocked", "UnlockConnector", {"connector_id": 1}),
+    (
+        "change-availability",
+        {"connector": "1", "operative": False},
+        "Accepted",
+        "ChangeAvailability",
+        {"connector_id": 1, "type": "Inoperative"},
+    ),
+    (
+        "trigger-message",
+        {"message": "LogStatusNotification", "connector": "1"},
+        "Accepted",
+        "TriggerMessage",
+        {"requested_message": "DiagnosticsStatusNotification", "connector_id": 1},
+    ),
+    (
+        "get-configuration",
+        {"keys": ["HeartbeatInterval"], "variables": [VARIABLE]},
+        None,
+        "GetConfiguration",
+        {"key": ["HeartbeatInterval"]},
+    ),
+    (
+        "set-configuration",
+        {"key": "HeartbeatInterval", "variable": VARIABLE, "value": "120"},
+        "Accepted",
+        "ChangeConfiguration",
+        {"key": "HeartbeatInterval", "value": "120"},
+    ),
+    ("clear-cache", {}, "Accepted", "ClearCache", {}),
+    (
+        "get-diagnostics",
+        {"location": "ftp://logs.example.com/up", "start": "2026-11-01T00:00:00Z", "retries": 2},
+        None,
+        "GetDiagnostics",
+        {
+            "location": "ftp://logs.example.com/up",
+            "start_time": "2026-11-01T00:00:00.000Z",
+            "retries": 2,
+        },
+    ),
+    (
+        "update-firmware",
+        {"location": "https://fw.example.com/1.2.4.bin", "retrieve_at": "2026-12-01T02:00:00Z"},
+        None,
+        "UpdateFirmware",
+        {
+            "location": "https://fw.example.com/1.2.4.bin",
+            "retrieve_date": "2026-12-01T02:00:00.000Z",
+        },
+    ),
+    (
+        "remote-start",
+        {"id_token": "TAG-1", "connector": "1"},
+        "Accepted",
+        "RemoteStartTransaction",
+        {"id_tag": "TAG-1", "connector_id": 1},
+    ),
+    (
+        "remote-stop",
+        {"transaction_id": "7"},
+        "Accepted",
+        "RemoteStopTransaction",
+        {"transaction_id": 7},
+    ),
+    (
+        "data-transfer",
+        {"vendor_id": "com.example", "message_id": "ping", "data": {"n": 1}},
+        "Accepted",
+        "DataTransfer",
+        {"vendor_id": "com.example", "message_id": "ping", "data": '{"n":1}'},
+    ),
+]
+CASES_201: list[tuple[str, dict[str, Any], str | None, str, dict[str, Any]]] = [
+    ("reset", {"type": "hard"}, "Accepted", "Reset", {"type": "Immediate"}),
+    (
+        "unlock-connector",
+        {"connector": "1/2"},
+        "Unlocked",
+        "UnlockConnector",
+        {"evse_id": 1, "connector_id": 2},
+    ),
+    (
+        "change-availability",
+        {"connector": "1", "operative": False},
+        "Scheduled",
+        "ChangeAvailability",
+        {"operational_status": "Inoperative", "evse": {"id": 1}},
+    ),
+    (
+        "trigger-message",
+        {"message": "DiagnosticsStatusNotification"},
+        "Accepted",
+        "TriggerMessage",
+        {"requested_message": "LogStatusNotification"},
+    ),
+    (
+        "get-configuration",
+        {"keys": ["HeartbeatInterval"], "variables": [VARIABLE]},
+        "Accepted",
+        "GetVariables",
+        {"get_variable_data": [VARIABLE_WIRE]},
+    ),
+    (
+        "set-configuration",
+        {"key": "HeartbeatInterval", "variable": VARIABLE, "value": "120"},
+        "RebootRequired",
+        "SetVariables",
+        {"set_variable_data": [{**VARIABLE_WIRE, "attribute_value": "120"}]},
+    ),
+    (
+        "get-base-report",
+        {"report_base": "SummaryInventory"},
+        "Accepted",
+        "GetBaseReport",
+        {"request_id": REQUEST_ID, "report_base": "SummaryInventory"},
+    ),
+    ("clear-cache", {}, "Accepted", "ClearCache", {}),
+    (
+        "get-diagnostics",
+        {"location": "https://logs.example.com/up", "stop": "2026-11-02T00:00:00Z"},
+        "Accepted",
+        "GetLog",
+        {
+            "log": {
+                "remote_location": "https://logs.example.com/up",
+                "latest_timestamp": "2026-11-02T00:00:00.000Z",
+            },
+            "log_type": "DiagnosticsLog",
+            "request_id": REQUEST_ID,
+        },
+    ),
+    (
+        "update-firmware",
+        {"location": "https://fw.example.com/2.0.bin", "retrieve_at": "2026-12-01T02:00:00Z"},
+        "Accepted",
+        "UpdateFirmware",
+        {
+            "request_id": REQUEST_ID,
+            "firmware": {
+                "location": "https://fw.example.com/2.0.bin",
+                "retrieve_date_time": "2026-12-01T02:00:00.000Z",
+            },
+        },
+    ),
+    (
+        "remote-start",
+        {"id_token": "TAG-1", "connector": "1"},
+        "Accepted",
+        "RequestStartTransaction",
+        {
+            "id_token": {"id_token": "TAG-1", "type": "ISO14443"},
+            "remote_start_id": REQUEST_ID,
+            "evse_id": 1,
+        },
+    ),
+    (
+        "remote-stop",
+        {"transaction_id": "TX-9"},
+        "Accepted",
+        "RequestStopTransaction",
+        {"transaction_id": "TX-9"},
+    ),
+    (
+        "data-transfer",
+        {"vendor_id": "com.example", "message_id": "ping", "data": "hello"},
+        "Accepted",
+        "DataTransfer",
+        {"vendor_id": "com.example", "message_id": "ping", "data": "hello"},
+    ),
+]
+
+
+# ------------------------------------------------------------------ contracts and bus
+
+
+def test_every_command_has_a_params_model() -> None:
+    assert set(PARAMS) == set(COMMAND_NAMES)
+    covered = {c[0] for c in CASES_16} | {c[0] for c in CASES_201}
+    assert covered == set(COMMAND_NAMES)
+    for name, body, *_ in CASES_16 + CASES_201:
+        validate_params(name, body)  # type: ignore[arg-type]
+
+
+async def test_embedded_bus_routes_commands_to_the_registered_executor() -> None:
+    engine = create_async_engine("sqlite+aiosqlite://")
+    bus = OutboxBus(GroupCommitter(engine))
+    request = CommandRequest(
+        command_id="c-1",
+        charger_id="CP-X",
+        name="reset",
+        params={},
+        requested_by="user:x",
+        timeout_s=1,
+    )
+    assert (await bus.request_command(request)).outcome == "offline"
+
+    async def executor(req: CommandRequest) -> CommandReply:
+        if req.charger_id == "CP-BAD":
+            raise RuntimeError("broken")
+        return CommandReply(command_id=req.command_id, outcome="answered", status="Accepted")
+
+    bus.serve_commands(executor)
+    with pytest.raises(ValueError):
+        bus.serve_commands(executor)
+    assert (await bus.request_command(request)).status == "Accepted"
+    broken = await bus.request_command(request.model_copy(update={"charger_id": "CP-BAD"}))
+    assert broken.outcome == "error"
+    assert broken.detail is not None and "broken" in broken.detail
+    await engine.dispose()
+
+
+# ------------------------------------------------------------------ every command
+
+
+async def test_every_command_to_an_ocpp16_charge_point(running: Running) -> None:
+    cid = "CP-CMD-16"
+    await register(running.api, cid)
+    async with charge_point(running, cid, "1.6", cp_class=Station16) as cp:
+        sent = [(await check_answered(running, cp.cp, cid, case))["name"] for case in CASES_16]
+
+        # A 2.0.1-only command or parameter is refused, and nothing reaches the charger.
+        before = len(cp.cp.received)
+        for name, body in (
+            ("get-base-report", {}),
+            ("unlock-connector", {"connector": "1/1"}),
+            ("get-configuration", {"variables": [VARIABLE]}),
+        ):
+            r = await send(running, cid, name, body)
+            assert r.status_code == 409, r.text
+            problem = r.json()
+            assert problem["outcome"] == "refused"
+            assert "not applicable to OCPP 1.6" in problem["detail"]
+            assert (await record(running, problem["command_id"]))["outcome"] == "refused"
+        assert len(cp.cp.received) == before
+
+    r = await running.api.get(f"/api/v1/chargers/{cid}/commands", params={"limit": 1000})
+    names = [c["name"] for c in r.json()["items"]]
+    assert names[3:] == list(reversed(sent))
+    # paging: newest first, the cursor continues where the page ended
+    first = (await running.api.get(f"/api/v1/chargers/{cid}/commands?limit=4")).json()
+    rest = await running.api.get(
+        f"/api/v1/chargers/{cid}/commands", params={"limit": 1000, "cursor": first["next_cursor"]}
+    )
+    assert [c["name"] for c in first["items"] + rest.json()["items"]] == names
+    assert rest.json()["next_cursor"] is None
+
+
+async def test_every_command_to_an_ocpp201_station(running: Running) -> None:
+    cid = "CP-CMD-201"
+    await register(running.api, cid)
+    async with charge_point(running, cid, "2.0.1", cp_class=Station201) as cp:
+        for case in CASES_201:
+            logged = await check_answered(running, cp.cp, cid, case)
+            if case[0] in ("get-base-report", "get-diagnostics", "update-firmware"):
+                assert logged["request_id"] is not None
+
+        r = await send(running, cid, "trigger-message", {"message": "TransactionEvent"})
+        assert r.status_code == 200, r.text
+        assert cp.cp.received[-1] == ("TriggerMessage", {"requested_message": "TransactionEvent"})
+
+        # A 1.6-only spelling is refused on 2.0.1.
+        r = await send(
+            running, cid, "set-configuration", {"key": "HeartbeatInterval", "value": "1"}
+        )
+        assert r.status_code == 409, r.text
+        assert "not applicable to OCPP 2.0.1" in r.json()["detail"]
+
+    r = await running.api.get(f"/api/v1/chargers/{cid}/commands", params={"limit": 1000})
+    assert len(r.json()["items"]) == len(CASES_201) + 2
+
+
+# ------------------------------------------------------------------ answers and failures
+
+
+@pytest.mark.parametrize(
+    ("version", "station"), [("1.6", Station16), ("2.0.1", Station201)], ids=["1.6", "2.0.1"]
+)
+async def test_rejected_passes_through_and_callerror_is_502(
+    running: Running, version: str, station: type
+) -> None:
+    cid = f"CP-REJ-{version.replace('.', '')}"
+    await register(running.api, cid)
+    async with charge_point(running, cid, version, cp_class=station):
+        r = await send(running, cid, "change-availability", {"connector": "2", "operative": False})
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] == "Rejected"
+
+        r = await send(running, cid, "data-transfer", {"vendor_id": "boom"})
+        assert r.status_code == 502, r.text
+        problem = r.json()
+        assert problem["outcome"] == "error"
+        assert "InternalError" in problem["detail"]
+        assert "vendor module crashed" in problem["detail"]
+        logged = await record(running, problem["command_id"])
+        assert logged["outcome"] == "error"
+        assert "InternalError" in logged["detail"]
+
+
+async def test_offline_unknown_and_invalid(running: Running) -> None:
+    cid = "CP-OFF"
+    await register(running.api, cid)
+    r = await send(running, cid, "reset", {"type": "soft"})
+    assert r.status_code == 409, r.text
+    problem = r.json()
+    assert problem["outcome"] == "offline"
+    logged = await record(running, problem["command_id"])
+    assert logged["outcome"] == "offline"
+    assert logged["params"] == {"type": "soft"}
+
+    assert (await send(running, "CP-NOPE", "reset")).status_code == 404
+    assert (await send(running, cid, "self-destruct")).status_code == 404
+    for name, body, field in (
+        ("reset", {"type": "medium"}, "type"),
+        ("reset", {"bogus": 1}, "bogus"),
+        ("change-availability", {"connector": "1"}, "operative"),
+        ("unlock-connector", {"connector": "A"}, "connector"),
+        ("get-diagnostics", {"location": "not a url"}, "location"),
+        ("remote-start", {"id_token": "x" * 37}, "id_token"),
+    ):
+        r = await send(running, cid, name, body)
+        assert r.status_code == 422, (name, body, r.text)
+        assert field in r.json()["detail"]
+    # invalid bodies never reach the log
+    r = await running.api.get(f"/api/v1/chargers/{cid}/commands")
+    assert len(r.json()["items"]) == 1
+
+
+async def test_a_charger_that_never_answers_times_out(system_factory: SystemFactory) -> None:
+    async with system_factory(call_timeout=0.5) as running:
+        cid = "CP-SLOW"
+        await register(running.api, cid)
+        async with charge_point(running, cid, "1.6", cp_class=Stalling16):
+            r = await send(running, cid, "reset")
+            assert r.status_code == 504, r.text
+            problem = r.json()
+            assert problem["outcome"] == "timeout"
+            assert (await record(running, problem["command_id"]))["outcome"] == "timeout"
+
+
+async def test_a_reconnect_fails_the_command_in_flight_and_the_next_reaches_the_new_socket(
+    system_factory: SystemFactory,
+) -> None:
+    # call_timeout is long: only noticing the closed socket can end the first command early.
+    async with system_factory(call_timeout=60) as running:
+        cid = "CP-RECONNECT"
+        await register(running.api, cid)
+        async with charge_point(running, cid, "1.6", cp_class=Stalling16) as first:
+            pending = asyncio.create_task(send(running, cid, "reset"))
+
+            async def reached() -> bool:
+                return bool(first.cp.reset_received.is_set())
+
+            await eventually(reached)
+            async with charge_point(running, cid, "1.6", cp_class=Station16) as second:
+                r = await asyncio.wait_for(pending, 30)
+                assert r.status_code == 409, r.text
+                problem = r.json()
+                assert problem["outcome"] == "offline"
+                assert "closed" in problem["detail"]
+
+                r = await send(running, cid, "reset", {"type": "hard"})
+                assert r.status_code == 200, r.text
+                assert second.cp.received == [("Reset", {"type": "Hard"})]
+
+
+async def test_forbid_during_transaction(running: Running) -> None:
+    cid = "CP-TX"
+    await register(running.api, cid)
+    await running.api.post("/api/v1/id-tokens", json={"token": "TAG-TX"})
+    async with charge_point(running, cid, "1.6", cp_class=Station16) as cp:
+        start = await cp.call(
+            call16.StartTransaction(
+                connector_id=1, id_tag="TAG-TX", meter_start=0, timestamp="2026-11-27T10:00:00Z"
+            )
+        )
+        guarded = {"forbid_during_transaction": "true"}
+        r = await send(running, cid, "reset", {"type": "soft"}, params=guarded)
+        assert r.status_code == 409, r.text
+        assert r.json()["outcome"] == "refused"
+        assert "transaction" in r.json()["detail"]
+        assert cp.cp.received == []
+        logged = await record(running, r.json()["command_id"])
+        assert logged["forbid_during_transaction"] is True
+        assert logged["outcome"] == "refused"
+
+        # Without the guard the command goes through.
+        r = await send(running, cid, "trigger-message", {"message": "Heartbeat"})
+        assert r.status_code == 200, r.text
+
+        await cp.call(
+            call16.StopTransaction(
+                meter_stop=10, timestamp="2026-11-27T10:30:00Z", transaction_id=start.transaction_id
+            )
+        )
+        r = await send(running, cid, "reset", {"type": "soft"}, params=guarded)
+        assert r.status_code == 200, r.text
+        assert cp.cp.received[-1] == ("Reset", {"type": "Soft"})
+
+
+# ------------------------------------------------------------------ long-running operations
+
+
+def statuses(logged: dict[str, Any]) -> list[str]:
+    return [p["status"] for p in logged["progress"]]
+
+
+async def test_ocpp16_firmware_and_diagnostics_progress(running: Running) -> None:
+    cid = "CP-FW-16"
+    await register(running.api, cid)
+    async with charge_point(running, cid, "1.6", cp_class=Station16) as cp:
+        fw = await send(running, cid, "update-firmware", {"location": "https://fw.example.com/a"})
+        diag = await send(running, cid, "get-diagnostics", {"location": "https://logs.example.com"})
+        assert fw.status_code == 200 and diag.status_code == 200
+        for status in ("Downloading", "Downloading", "Downloaded", "Installing", "Installed"):
+            await cp.call(call16.FirmwareStatusNotification(status=status))
+        await cp.call(call16.DiagnosticsStatusNotification(status="Uploading"))
+        await cp.call(call16.DiagnosticsStatusNotification(status="Uploaded"))
+        # Idle after the update (e.g. on a TriggerMessage) is no progress of any command.
+        await cp.call(call16.FirmwareStatusNotification(status="Idle"))
+
+    firmware = await record(running, fw.json()["command_id"])
+    assert statuses(firmware) == ["Downloading", "Downloaded", "Installing", "Installed"]
+    assert firmware["progress_status"] == "Installed"
+    assert firmware["progress_at"] is not None
+    diagnostics = await record(running, diag.json()["command_id"])
+    assert statuses(diagnostics) == ["Uploading", "Uploaded"]
+    assert diagnostics["response"] == {"file_name": "diag-0001.zip"}
+
+
+async def test_ocpp201_progress_follows_the_request_id(running: Running) -> None:
+    cid = "CP-FW-201"
+    await register(running.api, cid)
+    async with charge_point(running, cid, "2.0.1", cp_class=Station201) as cp:
+        replies = []
+        for name, body in (
+            ("update-firmware", {"location": "https://fw.example.com/a"}),
+            ("update-firmware", {"location": "https://fw.example.com/b"}),
+            ("get-diagnostics", {"location": "https://logs.example.com"}),
+            ("get-base-report", {}),
+        ):
+            r = await send(running, cid, name, body)
+            assert r.status_code == 200, r.text
+            replies.append(await record(running, r.json()["command_id"]))
+        fw_a, fw_b, log, report = replies
+        assert len({r["request_id"] for r in replies}) == 4
+
+        for status in ("Downloading", "Downloaded", "Installed"):
+            await cp.call(
+                call201.FirmwareStatusNotification(status=status, request_id=fw_a["request_id"])
+            )
+        await cp.call(call201.FirmwareStatusNotification(status="DownloadFailed", request_id=999))
+        await cp.call(
+            call201.LogStatusNotification(status="Uploading", request_id=log["request_id"])
+        )
+        await cp.call(
+            call201.LogStatusNotification(status="Uploaded", request_id=log["request_id"])
+        )
+        for seq_no, tbc in ((0, True), (1, True), (2, False)):
+            await cp.call(
+                call201.NotifyReport(
+                    request_id=report["request_id"],
+                    generated_at="2026-11-27T10:00:00Z",
+                    seq_no=seq_no,
+                    tbc=tbc,
+                )
+            )
+
+    assert statuses(await record(running, fw_a["command_id"])) == [
+        "Downloading",
+        "Downloaded",
+        "Installed",
+    ]
+    assert statuses(await record(running, fw_b["command_id"])) == []
+    assert statuses(await record(running, log["command_id"])) == ["Uploading", "Uploaded"]
+    finished = await record(running, report["command_id"])
+    assert statuses(finished) == ["Reporting", "Reported"]
+    assert finished["progress_status"] == "Reported"
+
+
+# ------------------------------------------------------------------ who may send
+
+
+async def test_roles_for_commands(running: Running) -> None:
+    cid, other = "CP-ROLES", "CP-ROLES-2"
+    await register(running.api, cid)
+    await register(running.api, other)
+    db = running.system.db
+    tokens = {
+        role: await create_token(db, name, role)
+        for name, role in (("vera", "viewer"), ("tom", "technician"), ("dana", "dispatcher"))
+    }
+
+    def auth(role: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {tokens[role]}"}
+
+    async with charge_point(running, cid, "1.6", cp_class=Station16) as cp:
+        r = await send(running, cid, "reset", headers={"Authorization": ""})
+        assert r.status_code == 401
+        r = await send(running, cid, "reset", headers=auth("viewer"))
+        assert r.status_code == 403
+        # Roles are checked before the body: a viewer learns nothing from a bad body.
+        r = await send(running, cid, "reset", {"type": "medium"}, headers=auth("viewer"))
+        assert r.status_code == 403
+        r = await send(running, cid, "reset", headers=auth("technician"))
+        assert r.status_code == 403, "technicians are denied until ticketing authorizes them"
+        assert cp.cp.received == []
+
+        r = await send(running, cid, "reset", headers=auth("dispatcher"), params={"order_id": 42})
+        assert r.status_code == 200, r.text
+        assert (await record(running, r.json()["command_id"]))["requested_by"] == "user:dana"
+
+        async def tom_on_cid(principal: Principal, charger_id: str) -> bool:
+            return principal.name == "tom" and charger_id == cid
+
+        set_command_authorizer(running.system.app, tom_on_cid)
+        r = await send(
+            running, cid, "unlock-connector", {"connector": "1"}, headers=auth("technician")
+        )
+        assert r.status_code == 200, r.text
+        r = await send(running, other, "reset", headers=auth("technician"))
+        assert r.status_code == 403
+        assert [a for a, _ in cp.cp.received] == ["Reset", "UnlockConnector"]
+
+    # Reads: any role; the commands that served a work order.
+    r = await running.api.get("/api/v1/commands", params={"order_id": 42}, headers=auth("viewer"))
+    assert r.status_code == 200
+    [served] = r.json()["items"]
+    assert served["name"] == "reset" and served["order_id"] == 42
+    r = await running.api.get("/api/v1/commands", params={"order_id": 43})
+    assert r.json()["items"] == []
+    r = await running.api.get(f"/api/v1/chargers/{cid}/commands", headers=auth("technician"))
+    assert [c["name"] for c in r.json()["items"]] == ["unlock-connector", "reset"]
+    assert (await running.api.get("/api/v1/commands/nope")).status_code == 404
+    assert (await running.api.get("/api/v1/chargers/CP-NOPE/commands")).status_code == 404
+    r = await running.api.get(f"/api/v1/chargers/{cid}/commands", headers={"Authorization": ""})
+    assert r.status_code == 401

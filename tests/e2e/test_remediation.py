@@ -1,0 +1,313 @@
+"""Remote-first remediation, end to end with real OCPP charge points that answer commands.
+
+A 1.6 charger that recovers after a soft reset: its port-down order runs the playbook
+(trigger, availability cycle, reset) and resolves remotely, nobody dispatched. A 2.0.1
+charger that stays faulted: after the last step the order is dispatched with every
+attempt on its timeline (and the reset refused by the per-charger budget). An S1 fault:
+dispatched at once and the connector locked out. A technician may command the charger
+of their own order only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import httpx
+from ocpp.routing import after, on
+from ocpp.v16 import ChargePoint as Cp16
+from ocpp.v16 import call as call16
+from ocpp.v16 import call_result as result16
+from ocpp.v16.enums import Action as Action16
+from ocpp.v201 import ChargePoint as Cp201
+from ocpp.v201 import call as call201
+from ocpp.v201 import call_result as result201
+from ocpp.v201.enums import Action as Action201
+
+from services.api_auth import create_token
+from services.clock import FakeClock
+from services.db import utcnow
+from tests.conftest import Running, SystemFactory, charge_point, eventually, register
+
+
+class Recovering16(Cp16):  # type: ignore[misc]
+    """Answers the remote fixes; comes back Available after a soft reset."""
+
+    received: list[str]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.received = []
+
+    @on(Action16.trigger_message)
+    def on_trigger(self, requested_message: str, **_: Any) -> result16.TriggerMessage:
+        self.received.append(f"TriggerMessage:{requested_message}")
+        return result16.TriggerMessage(status="Accepted")
+
+    @on(Action16.change_availability)
+    def on_availability(self, connector_id: int, type: str) -> result16.ChangeAvailability:
+        self.received.append(f"ChangeAvailability:{connector_id}:{type}")
+        return result16.ChangeAvailability(status="Accepted")
+
+    @on(Action16.reset)
+    def on_reset(self, type: str) -> result16.Reset:
+        self.received.append(f"Reset:{type}")
+        return result16.Reset(status="Accepted")
+
+    @after(Action16.reset)
+    async def after_reset(self, **_: Any) -> None:
+        asyncio.get_running_loop().create_task(self._back_up())
+
+    async def _back_up(self) -> None:
+        await self.call(
+            call16.StatusNotification(connector_id=1, error_code="NoError", status="Available")
+        )
+
+
+class Stubborn201(Cp201):  # type: ignore[misc]
+    """Answers every remote fix and stays faulted."""
+
+    received: list[str]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.received = []
+
+    @on(Action201.trigger_message)
+    def on_trigger(self, requested_message: str, **_: Any) -> result201.TriggerMessage:
+        self.received.append(f"TriggerMessage:{requested_message}")
+        return result201.TriggerMessage(status="Accepted")
+
+    @on(Action201.change_availability)
+    def on_availability(self, operational_status: str, **_: Any) -> result201.ChangeAvailability:
+        self.received.append(f"ChangeAvailability:{operational_status}")
+        return result201.ChangeAvailability(status="Accepted")
+
+    @on(Action201.reset)
+    def on_reset(self, type: str, **_: Any) -> result201.Reset:
+        self.received.append(f"Reset:{type}")
+        return result201.Reset(status="Accepted")
+
+
+async def _order(running: Running, charger_id: str) -> dict[str, Any] | None:
+    r = await running.api.get("/api/v1/work-orders", params={"charger_id": charger_id})
+    assert r.status_code == 200, r.text
+    items = r.json()["items"]
+    if not items:
+        return None
+    detail = await running.api.get(f"/api/v1/work-orders/{items[0]['id']}")
+    body: dict[str, Any] = detail.json()
+    return body
+
+
+async def _technician(api: httpx.AsyncClient, user: str | None = None) -> int:
+    skills = sorted(
+        {rule["skill"] for rule in (await api.get("/api/v1/fault-rules")).json()} - {None}
+    )
+    body: dict[str, Any] = {"name": "Ann", "regions": ["*"], "skills": skills, "max_concurrent": 50}
+    if user:
+        body["user_name"] = user
+    r = await api.post("/api/v1/technicians", json=body)
+    assert r.status_code == 201, r.text
+    return int(r.json()["id"])
+
+
+async def _playbook_of(api: httpx.AsyncClient, signature: dict[str, Any]) -> str:
+    r = await api.post("/api/v1/fault-rules/dry-run", json=signature)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    playbook: str = body.get("classification", body)["playbook"]
+    return playbook
+
+
+def _attempts(order: dict[str, Any]) -> list[dict[str, Any]]:
+    return [e for e in order["timeline"] if e["kind"] == "remote_fix_attempt"]
+
+
+async def _run_playbook(running: Running, clock: FakeClock, until: str) -> dict[str, Any]:
+    """Run the remediation, moving the clock past each wait, until the order is ``until``."""
+    runner = running.system.ticketing.remediation
+    for _ in range(10):
+        await runner.run_once()
+        clock.advance(timedelta(seconds=301))
+        r = await running.api.get("/api/v1/remediation/stats")
+        if r.json()["total"]["running"] == 0:
+            break
+    order_id = (await running.api.get("/api/v1/work-orders")).json()["items"][0]["id"]
+
+    async def reached() -> dict[str, Any] | None:
+        body: dict[str, Any] = (await running.api.get(f"/api/v1/work-orders/{order_id}")).json()
+        return body if body["state"] == until else None
+
+    result: dict[str, Any] = await eventually(reached)
+    return result
+
+
+async def test_16_port_down_recovers_after_soft_reset(system_factory: SystemFactory) -> None:
+    clock = FakeClock(utcnow())
+    async with system_factory(clock=clock, ticketing_scan_interval=3600) as running:
+        await _technician(running.api)
+        signature = {"source": "status_notification", "error_code": "InternalError",
+                     "status": "faulted", "ocpp_version": "1.6", "connector": "1"}  # fmt: skip
+        assert await _playbook_of(running.api, signature) == "port_down_generic"
+        await register(running.api, "CP-FIX-16")
+        async with charge_point(running, "CP-FIX-16", cp_class=Recovering16) as cp:
+            await cp.call(call16.BootNotification(charge_point_vendor="V", charge_point_model="M"))
+            await cp.call(
+                call16.StatusNotification(
+                    connector_id=1, error_code="InternalError", status="Faulted"
+                )
+            )
+
+            async def in_remote_fix() -> dict[str, Any] | None:
+                order = await _order(running, "CP-FIX-16")
+                return order if order and order["state"] == "remote_fix" else None
+
+            order = await eventually(in_remote_fix)
+            assert order["assignee_id"] is None
+
+            # Until the reset is answered the charger stays faulted; then it comes back.
+            runner = running.system.ticketing.remediation
+            for _ in range(6):
+                await runner.run_once()
+                if "Reset:Soft" in cp.cp.received:
+                    break
+                clock.advance(timedelta(seconds=301))
+
+            async def resolved() -> dict[str, Any] | None:
+                o = await _order(running, "CP-FIX-16")
+                return o if o and o["state"] == "resolved" else None
+
+            done = await eventually(resolved)
+            assert done["resolution"] == "resolved_remotely"
+            assert done["assignee_id"] is None  # nobody dispatched
+            assert "assigned" not in [e["kind"] for e in done["timeline"]]
+            assert cp.cp.received == [
+                "TriggerMessage:StatusNotification",
+                "ChangeAvailability:1:Inoperative",
+                "ChangeAvailability:1:Operative",
+                "Reset:Soft",
+            ]
+            assert [a["changes"]["data"]["command"] for a in _attempts(done)] == [
+                "trigger-message", "change-availability", "change-availability", "reset",
+            ]  # fmt: skip
+            clock.advance(timedelta(seconds=301))
+            await runner.run_once()
+            stats = (await running.api.get("/api/v1/remediation/stats")).json()
+            assert stats["total"]["succeeded"] == 1 and stats["total"]["failed"] == 0
+            assert stats["total"]["remote_resolution_rate"] == 1.0
+            commands = await running.api.get("/api/v1/commands", params={"order_id": done["id"]})
+            assert commands.status_code == 200, commands.text
+            assert len(commands.json()["items"]) == 4
+
+
+async def test_201_stays_faulted_and_is_dispatched_with_the_attempts(
+    system_factory: SystemFactory,
+) -> None:
+    clock = FakeClock(utcnow())
+    async with system_factory(
+        clock=clock, ticketing_scan_interval=3600, auto_reset_budget=0
+    ) as running:
+        technician = await _technician(running.api)
+        signature = {"source": "status_notification", "error_code": "Faulted",
+                     "status": "faulted", "ocpp_version": "2.0.1", "connector": "1/1"}  # fmt: skip
+        assert await _playbook_of(running.api, signature) == "port_down_generic"
+        await register(running.api, "CP-FIX-201")
+        async with charge_point(running, "CP-FIX-201", "2.0.1", cp_class=Stubborn201) as cp:
+            await cp.call(
+                call201.BootNotification(
+                    charging_station={"vendor_name": "V", "model": "M"}, reason="PowerUp"
+                )
+            )
+            await cp.call(
+                call201.StatusNotification(
+                    timestamp=utcnow().isoformat(),
+                    connector_status="Faulted",
+                    evse_id=1,
+                    connector_id=1,
+                )
+            )
+
+            async def in_remote_fix() -> dict[str, Any] | None:
+                order = await _order(running, "CP-FIX-201")
+                return order if order and order["state"] == "remote_fix" else None
+
+            await eventually(in_remote_fix)
+            order = await _run_playbook(running, clock, "dispatched")
+            assert order["assignee_id"] == technician
+            attempts = _attempts(order)
+            assert [a["changes"]["data"]["command"] for a in attempts] == [
+                "trigger-message", "change-availability", "change-availability", "reset",
+            ]  # fmt: skip
+            reset = attempts[-1]["changes"]["data"]
+            assert reset["outcome"] == "skipped" and "budget" in reset["detail"]
+            assert "Reset:Soft" not in cp.cp.received  # refused by the budget, never sent
+            failed = [
+                e
+                for e in order["timeline"]
+                if e["to_state"] == "new" and e["from_state"] == "remote_fix"
+            ]
+            assert len(failed) == 1 and len(failed[0]["changes"]["data"]["attempts"]) == 4
+            stats = (await running.api.get("/api/v1/remediation/stats")).json()
+            assert stats["total"]["failed"] == 1 and stats["total"]["remote_resolution_rate"] == 0.0
+
+
+async def test_s1_is_dispatched_at_once_and_locked_out(system_factory: SystemFactory) -> None:
+    clock = FakeClock(utcnow())
+    async with system_factory(clock=clock, ticketing_scan_interval=3600) as running:
+        technician = await _technician(running.api)
+        await register(running.api, "CP-S1")
+        async with charge_point(running, "CP-S1", cp_class=Recovering16) as cp:
+            await cp.call(call16.BootNotification(charge_point_vendor="V", charge_point_model="M"))
+            await cp.call(
+                call16.StatusNotification(
+                    connector_id=1, error_code="GroundFailure", status="Faulted"
+                )
+            )
+
+            async def dispatched() -> dict[str, Any] | None:
+                order = await _order(running, "CP-S1")
+                return order if order and order["state"] == "dispatched" else None
+
+            order = await eventually(dispatched)
+            assert order["severity"] == "S1" and order["assignee_id"] == technician
+            await running.system.ticketing.remediation.run_once()
+            assert cp.cp.received == ["ChangeAvailability:1:Inoperative"]
+            order = await _order(running, "CP-S1")
+            assert order is not None
+            assert [e["kind"] for e in order["timeline"]].count("lockout") == 1
+            assert order["state"] == "dispatched"  # the lockout leaves it Unavailable, not healthy
+
+
+async def test_technician_may_command_only_the_charger_of_their_order(
+    system_factory: SystemFactory,
+) -> None:
+    clock = FakeClock(utcnow())
+    async with system_factory(clock=clock, ticketing_scan_interval=3600) as running:
+        token = await create_token(running.system.db, "tess", "technician")
+        await _technician(running.api, user="tess")
+        for charger in ("CP-MINE", "CP-OTHER"):
+            await register(running.api, charger)
+        r = await running.api.post(
+            "/api/v1/work-orders",
+            json={"title": "check", "charger_id": "CP-MINE", "connector": "1"},
+        )
+        assert r.status_code == 201 and r.json()["state"] == "dispatched", r.text
+        headers = {"Authorization": f"Bearer {token}"}
+        async with (
+            charge_point(running, "CP-MINE", cp_class=Recovering16),
+            charge_point(running, "CP-OTHER", cp_class=Recovering16),
+        ):
+            mine = await running.api.post(
+                "/api/v1/chargers/CP-MINE/commands/trigger-message",
+                json={"message": "StatusNotification"},
+                headers=headers,
+            )
+            assert mine.status_code == 200, mine.text
+            other = await running.api.post(
+                "/api/v1/chargers/CP-OTHER/commands/trigger-message",
+                json={"message": "StatusNotification"},
+                headers=headers,
+            )
+            assert other.status_code == 403, other.text

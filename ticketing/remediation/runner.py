@@ -1,0 +1,329 @@
+"""Runs remediation playbooks: one step at a time, a wait for recovery after each.
+
+Each due remediation (``next_at`` passed) is claimed with a lease (``FOR UPDATE SKIP
+LOCKED`` on PostgreSQL, so replicas share the work), then: if the fault cleared meanwhile
+the order is already ``resolved`` (as ``resolved_remotely``) and the remediation
+succeeded; if someone took the order over, it stops; otherwise the next step's command is
+sent over the bus (outside any transaction), and its outcome is written to the order's
+timeline and the remediation's attempts. After the last step's wait an order still in
+``remote_fix`` goes to dispatch, its attempts attached. Resets never run during a
+transaction unless the step allows it, and automatic resets are limited per charger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Literal
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import Connection
+
+from services.bus import Bus
+from services.clock import Clock
+from services.commands.contracts import CommandReply, CommandRequest
+from services.commands.log import send_command
+from services.committer import GroupCommitter
+from ticketing import tx
+from ticketing.remediation import metrics
+from ticketing.remediation.playbooks import Playbook, Step, playbooks
+from ticketing.remediation.start import REMEDIATIONS
+from ticketing.work_orders import dispatching, store
+from ticketing.work_orders.context import OpContext
+from ticketing.work_orders.derived import SIGNALS, signal
+
+log = logging.getLogger(__name__)
+
+LEASE_S = 120.0
+RESET_SIGNAL = "auto_reset"
+
+Kind = Literal["step", "over_budget", "succeeded", "stopped", "exhausted", "done"]
+
+
+@dataclass(frozen=True)
+class Decision:
+    kind: Kind
+    order_id: int
+    charger_id: str = ""
+    connector: str | None = None
+    index: int = 0
+    step: Step | None = None
+    mode: str = "remote_first"
+
+
+def claim_due(conn: Connection, ctx: OpContext, limit: int = 20) -> list[int]:
+    rows = conn.execute(
+        select(REMEDIATIONS.c.order_id)
+        .where(REMEDIATIONS.c.state == "running", REMEDIATIONS.c.next_at <= ctx.now)
+        .order_by(REMEDIATIONS.c.next_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).scalars()
+    ids = [int(r) for r in rows]
+    if ids:
+        conn.execute(
+            REMEDIATIONS.update()
+            .where(REMEDIATIONS.c.order_id.in_(ids))
+            .values(next_at=ctx.now + timedelta(seconds=LEASE_S), updated_at=ctx.now)
+        )
+    return ids
+
+
+def _load(conn: Connection, order_id: int) -> dict[str, Any] | None:
+    row = (
+        conn.execute(
+            select(REMEDIATIONS).where(REMEDIATIONS.c.order_id == order_id).with_for_update()
+        )
+        .mappings()
+        .first()
+    )
+    return dict(row) if row is not None else None
+
+
+def _resets_in_window(conn: Connection, ctx: OpContext, charger_id: str, window_s: float) -> int:
+    since = ctx.now - timedelta(seconds=window_s)
+    return int(
+        conn.execute(
+            select(func.count())
+            .select_from(SIGNALS)
+            .where(
+                SIGNALS.c.charger_id == charger_id,
+                SIGNALS.c.kind == RESET_SIGNAL,
+                SIGNALS.c.at > since,
+            )
+        ).scalar_one()
+    )
+
+
+def decide(
+    conn: Connection, ctx: OpContext, order_id: int, budget: int, window_s: float
+) -> Decision:
+    rem = _load(conn, order_id)
+    if rem is None or rem["state"] != "running":
+        return Decision("stopped", order_id)
+    order = store.load(conn, order_id)
+    book = playbooks().get(rem["playbook"])
+    base = {"order_id": order_id, "charger_id": rem["charger_id"], "connector": rem["connector"]}
+    if order is None or book is None or order["state"] in ("closed", "cancelled"):
+        return Decision("stopped", **base)
+    if book.mode == "remote_first" and order["state"] != "remote_fix":
+        if order["resolution"] == "resolved_remotely":
+            return Decision("succeeded", **base)
+        return Decision("stopped", **base)
+    index = int(rem["step"])
+    if index >= len(book.steps):
+        return Decision("done" if book.mode == "lockout" else "exhausted", **base, mode=book.mode)
+    step = book.steps[index]
+    resets = _resets_in_window(conn, ctx, rem["charger_id"], window_s)
+    if step.command == "reset" and resets >= budget:
+        return Decision("over_budget", **base, index=index, step=step, mode=book.mode)
+    return Decision("step", **base, index=index, step=step, mode=book.mode)
+
+
+def _describe(step: Step, reply: CommandReply | None, refused: str | None) -> str:
+    if reply is None:
+        return f"{step.command}: not sent ({refused})"
+    answer = reply.status or reply.outcome
+    extra = f" ({reply.detail})" if reply.detail else ""
+    return f"{step.command}: {reply.outcome} {answer}{extra}"
+
+
+def record(
+    conn: Connection,
+    ctx: OpContext,
+    decision: Decision,
+    params: dict[str, Any],
+    reply: CommandReply | None,
+    refused: str | None = None,
+) -> float:
+    """Write one attempt; returns how long to wait before the next step."""
+    assert decision.step is not None
+    rem = _load(conn, decision.order_id)
+    order = store.load(conn, decision.order_id)
+    if rem is None or order is None:
+        return 0.0
+    attempt = {
+        "step": decision.index,
+        "command": decision.step.command,
+        "params": params,
+        "at": ctx.now.isoformat(),
+        "command_id": reply.command_id if reply else None,
+        "outcome": reply.outcome if reply else "skipped",
+        "status": reply.status if reply else None,
+        "detail": (reply.detail if reply else refused),
+    }
+    offline = reply is not None and reply.outcome == "offline"
+    wait = 0.0 if (decision.mode == "lockout" or offline or reply is None) else decision.step.wait_s
+    answered = reply is not None and reply.outcome == "answered"
+    if decision.step.command == "reset" and answered:
+        signal(conn, ctx, decision.charger_id, "0", RESET_SIGNAL, 86400.0)
+    book = playbooks()[rem["playbook"]]
+    next_step = len(book.steps) if offline else decision.index + 1
+    conn.execute(
+        REMEDIATIONS.update()
+        .where(REMEDIATIONS.c.order_id == decision.order_id)
+        .values(
+            step=next_step,
+            attempts=[*rem["attempts"], attempt],
+            next_at=ctx.now + timedelta(seconds=wait),
+            updated_at=ctx.now,
+        )
+    )
+    store.change(
+        conn,
+        ctx,
+        order,
+        kind="lockout" if decision.mode == "lockout" else "remote_fix_attempt",
+        note=_describe(decision.step, reply, refused),
+        data=attempt,
+    )
+    outcome = attempt["outcome"]
+    ctx.later(lambda: metrics.ATTEMPTS.labels(decision.step.command, outcome).inc())  # type: ignore[union-attr]
+    return wait
+
+
+def finish(conn: Connection, ctx: OpContext, decision: Decision) -> None:
+    rem = _load(conn, decision.order_id)
+    if rem is None or rem["state"] != "running":
+        return
+    state = {"exhausted": "failed"}.get(decision.kind, decision.kind)
+    conn.execute(
+        REMEDIATIONS.update()
+        .where(REMEDIATIONS.c.order_id == decision.order_id)
+        .values(state=state, next_at=None, finished_at=ctx.now, updated_at=ctx.now)
+    )
+    playbook_name = str(rem["playbook"])
+    ctx.later(lambda: metrics.REMEDIATIONS.labels(playbook_name, state).inc())
+    if decision.kind != "exhausted":
+        return
+    order = store.load(conn, decision.order_id)
+    if order is None or order["state"] != "remote_fix":
+        return
+    attempts = rem["attempts"]
+    order = store.change(
+        conn,
+        ctx,
+        order,
+        kind="transition",
+        to_state="new",
+        note=f"remote fix failed after {len(attempts)} attempts: dispatching",
+        data={"attempts": attempts},
+    )
+    dispatching.auto_assign(conn, ctx, order)
+
+
+def _finish(decision: Decision, conn: Connection, ctx: OpContext) -> None:
+    finish(conn, ctx, decision)
+
+
+class RemediationRunner:
+    def __init__(
+        self,
+        committer: GroupCommitter,
+        bus: Bus,
+        clock: Clock,
+        *,
+        call_timeout: float,
+        reset_budget: int,
+        reset_window: float,
+        interval: float,
+    ) -> None:
+        self.committer = committer
+        self.bus = bus
+        self.clock = clock
+        self.call_timeout = call_timeout
+        self.reset_budget = reset_budget
+        self.reset_window = reset_window
+        self.interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    def _ctx(self) -> OpContext:
+        return OpContext(now=self.clock.now(), actor="system:remediation", bus=self.bus)
+
+    async def run_once(self) -> int:
+        """Advance every remediation that is due; returns how many were looked at."""
+        order_ids = await tx.transact(self.committer, lambda c: claim_due(c, self._ctx()))
+        for order_id in order_ids:
+            try:
+                await self._advance(order_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("remediation of work order %s failed; retried later", order_id)
+        return len(order_ids)
+
+    async def _advance(self, order_id: int) -> None:
+        while True:
+            ctx = self._ctx()
+            decision = await store.run(
+                self.committer,
+                ctx,
+                lambda c, x: decide(c, x, order_id, self.reset_budget, self.reset_window),
+            )
+            if decision.kind in ("step", "over_budget"):
+                wait = await self._step(decision)
+                if wait > 0:
+                    return
+                continue
+            await store.run(self.committer, self._ctx(), functools.partial(_finish, decision))
+            return
+
+    async def _step(self, decision: Decision) -> float:
+        assert decision.step is not None
+        step = decision.step
+        params = step.bind(decision.connector)
+        reply: CommandReply | None = None
+        refused: str | None = None
+        if decision.kind == "over_budget":
+            refused = (
+                f"automatic reset budget used ({self.reset_budget} per {self.reset_window:.0f} s)"
+            )
+        else:
+            request = CommandRequest(
+                command_id=str(uuid.uuid4()),
+                charger_id=decision.charger_id,
+                name=step.command,
+                params=params,
+                requested_by="system:remediation",
+                order_id=decision.order_id,
+                timeout_s=self.call_timeout,
+                forbid_during_transaction=step.command == "reset"
+                and not step.allow_during_transaction,
+            )
+            reply = await send_command(self.bus, self.committer, request, self.clock)
+        return await store.run(
+            self.committer,
+            self._ctx(),
+            lambda c, x: record(c, x, decision, params, reply, refused),
+        )
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name="remediation-runner")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("remediation run failed")
+            await asyncio.sleep(self.interval)
+
+
+def describe(book: Playbook) -> dict[str, Any]:
+    return {"name": book.name, "mode": book.mode, "steps": [s.model_dump() for s in book.steps]}
