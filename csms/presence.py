@@ -133,6 +133,9 @@ class Presence:
             )
             state.history(writes, cid, state.CONNECTIVITY, "", "online", now)
             metrics.CHARGER_STATE_CHANGES.labels("online").inc()
+        # Commands for this charger come here from now on (before the events go out, so
+        # a consumer reacting to them can reach it); a replaced session's is kept.
+        await self.ctx.bus.attach_charger(cid)
         await record(self.ctx.committer, self.ctx.bus, writes, events)
 
     async def disconnected(self, session: OcppSession, reason: str = "") -> None:
@@ -164,6 +167,11 @@ class Presence:
             await record(self.ctx.committer, self.ctx.bus, writes, events)
         except Exception:
             log.exception("charger %s: recording the disconnect failed", cid)
+        if current and cid not in self.sessions:
+            # After the record (an await before it would let a new session's writes commit
+            # first); never for a replaced session, nor once a new one has connected: the
+            # command route is theirs.
+            await self.ctx.bus.detach_charger(cid)
         if current and not self._stopping and self._grace == 0:
             await self._expire()
 

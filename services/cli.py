@@ -31,6 +31,24 @@ def serve() -> None:
 
 
 @app.command()
+def csms() -> None:
+    """Run one OCPP node of a distributed deployment (chargers' sockets; HTTP only for
+    /healthz, /readyz, /metrics). Needs a shared database and CHARGEOPS_BUS_URL=nats://..."""
+    from services.wiring import run
+
+    run(Settings(), "csms")
+
+
+@app.command()
+def ticketing() -> None:
+    """Run one ticketing replica of a distributed deployment (bus consumers, timers and the
+    HTTP API). Needs a shared database and CHARGEOPS_BUS_URL=nats://..."""
+    from services.wiring import run
+
+    run(Settings(), "ticketing")
+
+
+@app.command()
 def migrate() -> None:
     """Apply the database migrations."""
     from services.migrations import upgrade

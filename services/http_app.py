@@ -34,6 +34,7 @@ def create_app(
     clock: Clock,
     settings: Settings | None = None,
     command_authorizer: CommandAuthorizer | None = None,
+    api: bool = True,
 ) -> FastAPI:
     """The app. ``settings`` gives the routers their limits (the command timeout is
     ``call_timeout``); ``command_authorizer`` decides whether a technician may send a
@@ -46,7 +47,8 @@ def create_app(
     app.state.settings = settings
     set_command_authorizer(app, command_authorizer or deny_all)
     install_problems(app)
-    app.include_router(users_api.router)
+    if api:  # a csms node serves only /healthz, /readyz and /metrics
+        app.include_router(users_api.router)
     for router in routers:
         app.include_router(router)
 

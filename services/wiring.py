@@ -13,6 +13,7 @@ import logging
 import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 import uvicorn
 from fastapi import FastAPI
@@ -34,26 +35,41 @@ from services.settings import Settings
 log = logging.getLogger(__name__)
 
 
+Role = Literal["all", "csms", "ticketing"]
+
+
 @dataclass
-class AllInOne:
+class Node:
+    """One process: the OCPP edge (``csms``), the O&M side (``ticketing``), or both.
+
+    Distributed mode runs ``chargeops csms`` on N nodes (OCPP sockets; HTTP only for
+    /metrics, /healthz, /readyz) and ``chargeops ticketing`` on M replicas (consumers,
+    timers and the whole HTTP API: csms/api reads the registry and live state the csms
+    nodes keep in the shared database and sends commands over the bus)."""
+
+    role: Role
     settings: Settings
     db: Database
     committer: GroupCommitter
     bus: Bus
-    csms: csms.bootstrap.CsmsRuntime
-    ticketing: ticketing.bootstrap.TicketingRuntime
+    csms: csms.bootstrap.CsmsRuntime | None
+    ticketing: ticketing.bootstrap.TicketingRuntime | None
     app: FastAPI
     clock: Clock
 
     async def start(self) -> None:
-        await self.ticketing.start()
+        if self.ticketing is not None:
+            await self.ticketing.start()
         await self.bus.start()
-        await self.csms.start()
+        if self.csms is not None:
+            await self.csms.start()
 
     async def stop(self) -> None:
-        await self.csms.stop_accepting()
-        await self.csms.stop()
-        await self.ticketing.stop()
+        if self.csms is not None:
+            await self.csms.stop_accepting()
+            await self.csms.stop()
+        if self.ticketing is not None:
+            await self.ticketing.stop()
         # Consumers stop before the committer closes: a handler must not find it closed
         # (what it had queued is still flushed by close; redelivery is idempotent).
         await self.bus.close()
@@ -61,9 +77,13 @@ class AllInOne:
         await self.db.dispose()
 
 
-async def build_all_in_one(
-    settings: Settings, *, migrate: bool = True, clock: Clock | None = None
-) -> AllInOne:
+#: The all-in-one process (``chargeops serve``), as tests and benchmarks know it.
+AllInOne = Node
+
+
+async def build_node(
+    settings: Settings, role: Role = "all", *, migrate: bool = True, clock: Clock | None = None
+) -> Node:
     clock = clock if clock is not None else SystemClock()
     if migrate:
         await upgrade_async(settings.database_url)
@@ -73,21 +93,31 @@ async def build_all_in_one(
     )
     committer.start()
     bus = create_bus(settings.bus_url, committer)
-    if settings.admin_token is not None:
+    if settings.admin_token is not None and role != "csms":
         if await seed_admin_token(db, settings.admin_token.get_secret_value()):
             log.info("seeded the admin API token from CHARGEOPS_ADMIN_TOKEN")
-    csms_rt = csms.bootstrap.build(settings, bus, db, committer)
-    ticketing_rt = ticketing.bootstrap.build(settings, bus, db, committer, clock)
+    csms_rt = csms.bootstrap.build(settings, bus, db, committer) if role != "ticketing" else None
+    ticketing_rt = (
+        ticketing.bootstrap.build(settings, bus, db, committer, clock) if role != "csms" else None
+    )
+    routers = [*csms.bootstrap.routers(), *ticketing.bootstrap.routers()] if ticketing_rt else []
     app = create_app(
         db,
         bus,
-        [*csms.bootstrap.routers(), *ticketing.bootstrap.routers()],
+        routers,
         committer=committer,
         clock=clock,
         settings=settings,
-        command_authorizer=ticketing_rt.command_access,
+        command_authorizer=ticketing_rt.command_access if ticketing_rt else None,
+        api=ticketing_rt is not None,
     )
-    return AllInOne(settings, db, committer, bus, csms_rt, ticketing_rt, app, clock)
+    return Node(role, settings, db, committer, bus, csms_rt, ticketing_rt, app, clock)
+
+
+async def build_all_in_one(
+    settings: Settings, *, migrate: bool = True, clock: Clock | None = None
+) -> Node:
+    return await build_node(settings, "all", migrate=migrate, clock=clock)
 
 
 class _Uvicorn(uvicorn.Server):
@@ -98,10 +128,10 @@ class _Uvicorn(uvicorn.Server):
         yield
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, role: Role = "all") -> None:
     configure_logging(settings.log_level)
     raise_open_file_limit()
-    system = await build_all_in_one(settings)
+    system = await build_node(settings, role)
     await system.start()
     http = _Uvicorn(
         uvicorn.Config(
@@ -114,16 +144,17 @@ async def serve(settings: Settings) -> None:
         )
     )
     http_task = asyncio.create_task(http.serve(), name="http")
-    gc_policy = GcPolicy(lambda: len(system.csms.presence.sessions))
+    presence = system.csms.presence if system.csms is not None else None
+    gc_policy = GcPolicy(lambda: len(presence.sessions) if presence is not None else 0)
     gc_policy.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     log.info(
-        "ChargeOps up: OCPP on %s:%s, HTTP on %s:%s, bus %s",
-        settings.ocpp_host,
-        system.csms.port,
+        "ChargeOps %s up: OCPP on %s, HTTP on %s:%s, bus %s",
+        role,
+        f"{settings.ocpp_host}:{system.csms.port}" if system.csms is not None else "-",
         settings.http_host,
         settings.http_port,
         settings.bus_url,
@@ -141,11 +172,11 @@ async def serve(settings: Settings) -> None:
     log.info("stopped")
 
 
-def run(settings: Settings) -> None:
+def run(settings: Settings, role: Role = "all") -> None:
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(serve(settings))
+    asyncio.run(serve(settings, role))

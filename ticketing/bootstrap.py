@@ -51,7 +51,7 @@ def build(
     settings: Settings, bus: Bus, db: Database, committer: GroupCommitter, clock: Clock
 ) -> TicketingRuntime:
     thresholds = Thresholds.from_settings(settings)
-    intake = WorkOrderIntake(committer, bus, clock, thresholds)
+    intake = WorkOrderIntake(committer, bus, clock, thresholds, db)
     bus.subscribe(CONSUMER, EVENT_TYPES, intake.handle)
     scanner = Scanner(committer, db, bus, clock, thresholds, settings.ticketing_scan_interval)
     webhooks = WebhookDeliverer(db, committer, clock)

@@ -9,9 +9,10 @@ letter after ``max_attempts``). Redelivery is normal: consumers are idempotent o
 Commands are request/reply, not events: ``request_command`` reaches the one node that
 holds the charger's socket and returns its :class:`~services.commands.contracts.CommandReply`
 (outcome ``offline`` when no node does); nothing is redelivered. Embedded mode calls the
-executor registered with ``serve_commands`` in process. Distributed mode (NATS, a later
-issue) uses a per-charger subject (``commands.<charger id>``) that the node holding the
-socket subscribes to while it does: a request with no responder is ``offline``.
+executor registered with ``serve_commands`` in process. Distributed mode (NATS) uses a
+per-charger subject (``commands.<charger id>``) that the node holding the socket
+subscribes to between ``attach_charger`` and ``detach_charger``: a request with no
+responder is ``offline`` at once.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ class UnsupportedBusURL(ValueError):
 class Bus(ABC):
     #: True when events can ride in the same database transaction as state writes.
     transactional_outbox: bool = False
+    #: True when ``stage_on`` works: events written in a domain transaction get published.
+    supports_stage_on: bool = False
 
     @abstractmethod
     async def start(self) -> None: ...
@@ -78,6 +81,16 @@ class Bus(ABC):
     def serve_commands(self, handler: CommandHandler) -> None:
         """Register this (csms) node's command executor (call before ``start``)."""
 
+    async def attach_charger(self, charger_id: str) -> None:  # noqa: ARG002
+        """This node now holds ``charger_id``'s socket: route its commands here.
+
+        Never raises. Default: nothing to do (commands are served in process)."""
+        return None
+
+    async def detach_charger(self, charger_id: str) -> None:  # noqa: ARG002
+        """This node no longer holds ``charger_id``'s socket. Never raises."""
+        return None
+
 
 async def record(
     committer: GroupCommitter, bus: Bus, writes: WriteSet, events: Sequence[Event]
@@ -99,14 +112,3 @@ async def record(
         await committer.commit(writes)
     elif events:
         await bus.publish(events)
-
-
-def create_bus(url: str, committer: GroupCommitter) -> Bus:
-    if url.startswith("memory://"):
-        from services.bus.outbox import OutboxBus
-
-        return OutboxBus(committer)
-    raise UnsupportedBusURL(
-        f"unsupported CHARGEOPS_BUS_URL {url!r}: use memory:// "
-        "(nats:// arrives with distributed mode)"
-    )

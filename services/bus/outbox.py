@@ -17,14 +17,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.bus.base import Bus, CommandHandler, EventHandler
+from services.bus.command_call import call_executor
 from services.bus.contracts import Event, parse_event
-from services.bus.tables import ConsumerCursor, DeadLetter, OutboxEvent
+from services.bus.staging import OUTBOX, outbox_row, write_outbox
+from services.bus.tables import ConsumerCursor, DeadLetter
 from services.commands.contracts import CommandReply, CommandRequest
 from services.committer import GroupCommitter, WriteSet
 from services.db import table_of, utcnow
@@ -32,13 +32,8 @@ from services.observability import metrics
 
 log = logging.getLogger(__name__)
 
-OUTBOX = table_of(OutboxEvent)
 CURSORS = table_of(ConsumerCursor)
 DEAD_LETTERS = table_of(DeadLetter)
-
-#: seconds a command's executor may take beyond the command's own timeout before the bus
-#: gives up on it (the executor enforces the timeout itself; this is the safety net)
-COMMAND_GRACE_S = 5.0
 
 
 @dataclass
@@ -53,6 +48,7 @@ class _Consumer:
 
 class OutboxBus(Bus):
     transactional_outbox = True
+    supports_stage_on = True
 
     def __init__(
         self,
@@ -81,28 +77,15 @@ class OutboxBus(Bus):
     def stage(self, events: Sequence[Event], writes: WriteSet) -> None:
         for event in events:
             # insert_ignore: events a charger may cause twice carry a deterministic id.
-            writes.insert_ignore(OUTBOX, self._row(event))
+            writes.insert_ignore(OUTBOX, outbox_row(event))
             metrics.child(metrics.EVENTS_PUBLISHED, event.type).inc()
             self._staged_types.add(event.type)
 
     def stage_on(self, conn: Connection, events: Sequence[Event]) -> None:
-        if not events:
-            return
-        insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-        conn.execute(insert(OUTBOX).on_conflict_do_nothing(), [self._row(e) for e in events])
+        write_outbox(conn, events)
         for event in events:
             metrics.child(metrics.EVENTS_PUBLISHED, event.type).inc()
             self._staged_types.add(event.type)
-
-    @staticmethod
-    def _row(event: Event) -> dict[str, object]:
-        return {
-            "event_id": event.event_id,
-            "type": event.type,
-            "charger_id": event.charger_id,
-            "received_at": event.received_at,
-            "payload": event.model_dump_json(),
-        }
 
     async def publish(self, events: Sequence[Event]) -> None:
         if not events:
@@ -149,30 +132,7 @@ class OutboxBus(Bus):
         self._command_handler = handler
 
     async def request_command(self, request: CommandRequest) -> CommandReply:
-        handler = self._command_handler
-        if handler is None:
-            return CommandReply(
-                command_id=request.command_id,
-                outcome="offline",
-                detail="no csms node serves commands in this process",
-            )
-        try:
-            return await asyncio.wait_for(handler(request), request.timeout_s + COMMAND_GRACE_S)
-        except TimeoutError:
-            return CommandReply(
-                command_id=request.command_id,
-                outcome="timeout",
-                detail=f"no reply from the csms node within {request.timeout_s:g} s",
-            )
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.exception("command %s: the executor failed", request.command_id)
-            return CommandReply(
-                command_id=request.command_id,
-                outcome="error",
-                detail=f"the csms node failed: {type(exc).__name__}: {exc}",
-            )
+        return await call_executor(self._command_handler, request)
 
     async def backlog(self) -> dict[str, int]:
         async with self._engine.connect() as conn:

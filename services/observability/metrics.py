@@ -146,7 +146,8 @@ FAULTS_CLASSIFIED = Counter(
 )
 FAULT_TO_ORDER_SECONDS = Histogram(
     "chargeops_fault_to_order_seconds",
-    "From the server's receive time of a fault to its work order committed",
+    "From the server's receive time of a fault to its work order committed "
+    "(opened, appended to or reopened)",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
     registry=REGISTRY,
 )
@@ -189,5 +190,27 @@ SLA_BREACHES = Counter(
     "chargeops_sla_breaches_total",
     "SLA breaches fired (once per order and target), by target",
     ["target"],
+    registry=REGISTRY,
+)
+
+# ---------------------------------------------------------------- NATS bus
+BUS_CONNECTED = Gauge(
+    "chargeops_bus_connected",
+    "1 while the bus is connected to NATS, 0 while it is not (NATS bus only)",
+    registry=REGISTRY,
+)
+BUS_RECONNECTS = Counter(
+    "chargeops_bus_reconnects_total",
+    "Reconnections to NATS after a lost connection",
+    registry=REGISTRY,
+)
+BUS_PUBLISH_FAILURES = Counter(
+    "chargeops_bus_publish_failures_total",
+    "Events whose publish got no PubAck (the caller got an error)",
+    registry=REGISTRY,
+)
+BUS_COMMAND_SUBSCRIPTIONS = Gauge(
+    "chargeops_bus_command_subscriptions",
+    "Chargers whose command subject this node subscribes (should equal its connected chargers)",
     registry=REGISTRY,
 )

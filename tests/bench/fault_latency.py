@@ -84,6 +84,36 @@ def outbox_count(server: ChargeOpsServer, event_type: str) -> int:
     return int(n)
 
 
+def histogram_quantiles(
+    before: dict[str, float], after: dict[str, float], name: str, qs: tuple[float, ...]
+) -> tuple[int, list[float]]:
+    """Observations of histogram ``name`` between two /metrics samples, and quantile
+    estimates (linear within a bucket, as Prometheus' histogram_quantile does)."""
+    buckets: list[tuple[float, float]] = []
+    for key, value in after.items():
+        if key.startswith(f"{name}_bucket{{"):
+            le = key.split('le="', 1)[1].split('"', 1)[0]
+            bound = math.inf if le == "+Inf" else float(le)
+            buckets.append((bound, value - before.get(key, 0.0)))
+    buckets.sort()
+    total = buckets[-1][1] if buckets else 0.0
+    estimates = []
+    for q in qs:
+        rank, lower, below = q * total, 0.0, 0.0
+        estimate = math.nan
+        for bound, cumulative in buckets:
+            if cumulative >= rank and total > 0:
+                if math.isinf(bound):
+                    estimate = lower
+                else:
+                    inside = cumulative - below
+                    estimate = lower + (bound - lower) * ((rank - below) / inside if inside else 1)
+                break
+            lower, below = bound, cumulative
+        estimates.append(estimate)
+    return int(total), estimates
+
+
 def run_version(
     version: str, sync: str, args: argparse.Namespace, plan: Any
 ) -> list[dict[str, Any]]:
@@ -120,9 +150,17 @@ def run_version(
                 load.start_phase(phase)
                 sleep_until(phase.start)
                 cpu0, busy0, lcpu0 = server.cpu_seconds(), system_busy_seconds(), load.cpu_seconds()
+                metrics0 = server.metrics()
                 sleep_until(phase.end)
                 cpu1, busy1, lcpu1 = server.cpu_seconds(), system_busy_seconds(), load.cpu_seconds()
+                metrics1 = server.metrics()
                 result = load.collect(args.seconds + 60)
+                backlog = metrics1.get(
+                    'chargeops_bus_outbox_backlog{consumer="ticketing.work-orders"}', math.nan
+                )
+                orders_n, (order_p50, order_p99) = histogram_quantiles(
+                    metrics0, metrics1, "chargeops_fault_to_order_seconds", (0.5, 0.99)
+                )
                 for tag in answered:
                     answered[tag] += result.completed.get(tag, 0)
                 faults = result.sorted_latencies(["fault"])
@@ -143,6 +181,10 @@ def run_version(
                     "server_cpu_util": server_cpu / args.seconds,
                     "other_cpu_util": max(0.0, busy1 - busy0 - server_cpu - (lcpu1 - lcpu0))
                     / args.seconds,
+                    "fault_to_order_n": orders_n,
+                    "fault_to_order_p50_ms": order_p50 * 1000,
+                    "fault_to_order_p99_ms": order_p99 * 1000,
+                    "work_order_backlog_at_end": backlog,
                     "errors": result.errors,
                     "first_error": result.first_error,
                 }
@@ -151,7 +193,9 @@ def run_version(
                     f"    offered {row['offered_per_s']}/s: answered {row['answered_per_s']:.0f}/s,"
                     f" Faulted p50 {row['fault_p50_ms']:.1f} ms p99 {row['fault_p99_ms']:.1f} ms "
                     f"max {row['fault_max_ms']:.1f} ms, server CPU {row['server_cpu_util']:.0%}, "
-                    f"other CPU {row['other_cpu_util']:.0%}"
+                    f"other CPU {row['other_cpu_util']:.0%}; fault -> work order "
+                    f"p50 {order_p50 * 1000:.0f} ms p99 {order_p99 * 1000:.0f} ms "
+                    f"(n {orders_n}), consumer backlog at end {backlog:.0f}"
                     + (f", ERRORS {result.errors}: {result.first_error}" if result.errors else ""),
                     flush=True,
                 )

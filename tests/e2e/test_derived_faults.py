@@ -31,9 +31,13 @@ from tests.conftest import (
     eventually,
     register,
 )
+from tests.work_order_helpers import (
+    assert_rows_are_the_fold_of_their_timelines,
+    entries_of_kind,
+    get_order,
+)
 from ticketing.tables import ChargerAsset, ChargerSignal, FaultReport
 from ticketing.work_orders.states import ACTIVE
-from ticketing.work_orders.timeline import ENTRIES, PROJECTED, WORK_ORDERS, fold
 
 CHARGEX = "https://chargex.inl.gov"
 ASSETS = ChargerAsset.__table__
@@ -54,17 +58,6 @@ async def _orders(running: Running, **params: Any) -> list[dict[str, Any]]:
     assert r.status_code == 200, r.text
     items: list[dict[str, Any]] = r.json()["items"]
     return items
-
-
-async def _order(running: Running, order_id: int) -> dict[str, Any]:
-    r = await running.api.get(f"/api/v1/work-orders/{order_id}")
-    assert r.status_code == 200, r.text
-    body: dict[str, Any] = r.json()
-    return body
-
-
-def _kinds(order: dict[str, Any], kind: str) -> list[dict[str, Any]]:
-    return [e for e in order["timeline"] if e["kind"] == kind]
 
 
 async def _asset(running: Running, charger_id: str) -> dict[str, Any]:
@@ -131,17 +124,6 @@ async def _status16(
     )
 
 
-async def _assert_rows_are_the_fold_of_their_timelines(running: Running) -> None:
-    """Rule 3: the current row of every order is derived from its timeline."""
-    async with running.system.db.engine.connect() as conn:
-        orders = (await conn.execute(select(WORK_ORDERS))).mappings().all()
-        entries = (await conn.execute(select(ENTRIES))).mappings().all()
-    assert orders
-    for order in orders:
-        folded = fold(dict(e) for e in entries if e["order_id"] == order["id"])
-        assert {k: folded.get(k) for k in PROJECTED} == {k: order[k] for k in PROJECTED}
-
-
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock(utcnow())
@@ -192,13 +174,13 @@ async def test_offline_too_long_opens_one_order_and_reconnecting_resolves_it(
         await _boot16(cp)
 
         async def resolved() -> dict[str, Any] | None:
-            o = await _order(running, order["id"])
+            o = await get_order(running, order["id"])
             return o if o["state"] == "resolved" else None
 
         done = await eventually(resolved)
     assert done["resolution"] == "self_recovered"
     assert len(await _orders(running, charger_id=charger_id)) == 1
-    await _assert_rows_are_the_fold_of_their_timelines(running)
+    await assert_rows_are_the_fold_of_their_timelines(running)
 
 
 # ------------------------------------------------------------------ 2. reboot loop
@@ -230,7 +212,7 @@ async def test_reboot_loop_opens_one_order_and_more_boots_are_occurrences(
             return items if items[0]["occurrences"] == 3 else None
 
         (order,) = await eventually(three)
-        assert len(_kinds(await _order(running, order["id"]), "occurrence")) == 2
+        assert len(entries_of_kind(await get_order(running, order["id"]), "occurrence")) == 2
 
         # Outside the window the earlier boots no longer count: nothing is appended.
         clock.advance(window + timedelta(seconds=1))
@@ -238,7 +220,7 @@ async def test_reboot_loop_opens_one_order_and_more_boots_are_occurrences(
         await eventually(lambda: _has_signals(running, charger_id, "boot", boots + 3))
         (order,) = await _orders(running, charger_id=charger_id)
         assert order["occurrences"] == 3
-    await _assert_rows_are_the_fold_of_their_timelines(running)
+    await assert_rows_are_the_fold_of_their_timelines(running)
 
 
 # ------------------------------------------------------------------ 3. flapping
@@ -290,7 +272,7 @@ async def test_flapping_connector_opens_one_flapping_order(system_factory: Syste
             fault = by_id[fault["id"]]  # the last status was Available
             assert fault["state"] == "resolved" and fault["occurrences"] == 3
             assert fault["resolution"] == "self_recovered"
-        await _assert_rows_are_the_fold_of_their_timelines(running)
+        await assert_rows_are_the_fold_of_their_timelines(running)
 
 
 # ------------------------------------------------------------------ 4. charger level
@@ -315,20 +297,20 @@ async def test_charger_level_order_absorbs_its_connectors_orders(running: Runnin
         (parent,) = [o for o in items if o["connector"] == "0"]
         assert parent["state"] in ACTIVE
         for port in ports:
-            child = await _order(running, port["id"])
+            child = await get_order(running, port["id"])
             assert child["state"] == "cancelled"
             assert child["absorbed_by"] == parent["id"]
             assert child["resolution"] == "absorbed"
-            (entry,) = _kinds(child, "absorbed")
+            (entry,) = entries_of_kind(child, "absorbed")
             assert entry["to_state"] == "cancelled" and f"#{parent['id']}" in entry["note"]
-        parent = await _order(running, parent["id"])
+        parent = await get_order(running, parent["id"])
         # The charger-level order (InternalError, S2) is at least as urgent and severe as
         # what it absorbed (a GroundFailure, S1/P1).
         assert {o["severity"] for o in ports} >= {"S1"} and parent["severity"] == "S1"
         assert parent["priority"] == "P1"
-        (created,) = _kinds(parent, "created")
+        (created,) = entries_of_kind(parent, "created")
         assert created["changes"]["severity"] == "S2"  # raised by the absorption
-        absorbed = _kinds(parent, "absorbed_order")
+        absorbed = entries_of_kind(parent, "absorbed_order")
         assert sorted(e["changes"]["data"]["order_id"] for e in absorbed) == sorted(
             o["id"] for o in ports
         )
@@ -337,15 +319,15 @@ async def test_charger_level_order_absorbs_its_connectors_orders(running: Runnin
         await _status16(cp, 1, "Faulted", base + timedelta(seconds=2), "ConnectorLockFailure")
 
         async def appended() -> dict[str, Any] | None:
-            o = await _order(running, parent["id"])
+            o = await get_order(running, parent["id"])
             return o if o["occurrences"] == 2 else None
 
         parent = await eventually(appended)
-        (occurrence,) = _kinds(parent, "occurrence")
+        (occurrence,) = entries_of_kind(parent, "occurrence")
         assert "(absorbed)" in occurrence["note"]
         assert len(await _orders(running, charger_id=charger_id)) == 3
         assert len(await _orders(running, charger_id=charger_id, open_only=True)) == 1
-    await _assert_rows_are_the_fold_of_their_timelines(running)
+    await assert_rows_are_the_fold_of_their_timelines(running)
 
 
 # ------------------------------------------------------------------ 5. site wide
@@ -400,7 +382,7 @@ async def test_site_down_opens_one_site_order_absorbing_the_chargers(
         for order in per_charger:
             assert order["charger_id"] in down
             assert order["state"] == "cancelled" and order["absorbed_by"] == site_order["id"]
-        detail = await _order(running, site_order["id"])
+        detail = await get_order(running, site_order["id"])
         mentioned = " ".join(e["note"] or "" for e in detail["timeline"] if e["kind"] != "created")
         assert all(c in mentioned for c in down), mentioned
         assert up not in mentioned
@@ -408,7 +390,7 @@ async def test_site_down_opens_one_site_order_absorbing_the_chargers(
         # Another scan while the site is still down adds nothing.
         clock.advance(timedelta(minutes=5))
         assert (await running.system.ticketing.scanner.run_once()).offline_orders == 0
-        again = await _order(running, site_order["id"])
+        again = await get_order(running, site_order["id"])
         assert again["occurrences"] == detail["occurrences"]
         assert len(again["timeline"]) == len(detail["timeline"])
         assert len(await _orders(running, site_id=site)) == len(per_charger) + 2
@@ -417,20 +399,20 @@ async def test_site_down_opens_one_site_order_absorbing_the_chargers(
         first = await stack.enter_async_context(charge_point(running, down[0]))
         await _boot16(first)
         await eventually(lambda: _online(running, down[0], True))
-        assert (await _order(running, site_order["id"]))["state"] in ACTIVE
+        assert (await get_order(running, site_order["id"]))["state"] in ACTIVE
         second = await stack.enter_async_context(charge_point(running, down[1]))
         await _boot16(second)
 
         async def resolved() -> dict[str, Any] | None:
-            o = await _order(running, site_order["id"])
+            o = await get_order(running, site_order["id"])
             return o if o["state"] == "resolved" else None
 
         done = await eventually(resolved)
         assert done["resolution"] == "self_recovered"
-    untouched = await _order(running, manual["id"])
+    untouched = await get_order(running, manual["id"])
     assert untouched["state"] == "new" and untouched["absorbed_by"] is None
     assert [e["kind"] for e in untouched["timeline"]] == ["created"]
-    await _assert_rows_are_the_fold_of_their_timelines(running)
+    await assert_rows_are_the_fold_of_their_timelines(running)
 
 
 # ------------------------------------------------------------------ 6. S4 rate threshold
@@ -598,7 +580,7 @@ async def test_redelivered_fault_event_changes_nothing(running: Running) -> None
 
     async def snapshot() -> tuple[int, int, int]:
         (order,) = await _orders(running, charger_id=charger_id)
-        detail = await _order(running, order["id"])
+        detail = await get_order(running, order["id"])
         return (
             order["occurrences"],
             len(detail["timeline"]),

@@ -15,14 +15,13 @@ from typing import Any
 import httpx
 from ocpp.v16 import call as call16
 from ocpp.v201 import call as call201
-from sqlalchemy import select
 
 from services.clock import FakeClock
 from services.db import utcnow
 from tests.conftest import Running, SystemFactory, charge_point, eventually, register
+from tests.work_order_helpers import assert_rows_are_the_fold_of_their_timelines, get_order
 from ticketing.rules.model import priority_of
 from ticketing.sla.calendar import calendar_of
-from ticketing.work_orders.timeline import ENTRIES, PROJECTED, WORK_ORDERS, fold
 
 
 async def _dispatch_setup(
@@ -59,17 +58,6 @@ async def _dispatch_setup(
     return classification, int(r.json()["id"])
 
 
-async def _assert_rows_are_the_fold_of_their_timelines(running: Running) -> None:
-    """Rule 3: the current row of every order is derived from its timeline."""
-    async with running.system.db.engine.connect() as conn:
-        orders = (await conn.execute(select(WORK_ORDERS))).mappings().all()
-        entries = (await conn.execute(select(ENTRIES))).mappings().all()
-    assert orders
-    for order in orders:
-        folded = fold(e for e in entries if e["order_id"] == order["id"])
-        assert {k: folded.get(k) for k in PROJECTED} == {k: order[k] for k in PROJECTED}
-
-
 def _cls(dry_run: dict[str, Any]) -> dict[str, Any]:
     inner: dict[str, Any] = dry_run.get("classification", dry_run)
     return inner
@@ -82,13 +70,6 @@ async def _orders(running: Running, charger_id: str) -> list[dict[str, Any]]:
     assert r.status_code == 200, r.text
     items: list[dict[str, Any]] = r.json()["items"]
     return items
-
-
-async def _order(running: Running, order_id: int) -> dict[str, Any]:
-    r = await running.api.get(f"/api/v1/work-orders/{order_id}")
-    assert r.status_code == 200, r.text
-    body: dict[str, Any] = r.json()
-    return body
 
 
 async def _check_deadlines(running: Running, order: dict[str, Any]) -> None:
@@ -164,7 +145,7 @@ async def test_16_ground_failure_lifecycle(system_factory: SystemFactory) -> Non
                 return items[0] if len(items) == 1 and items[0]["occurrences"] == 10 else None
 
             order = await eventually(ten)
-            detail = await _order(running, order["id"])
+            detail = await get_order(running, order["id"])
             assert [e["kind"] for e in detail["timeline"]].count("occurrence") == 9
 
             # Healthy again: resolved (self-recovered: nobody went on site).
@@ -173,7 +154,7 @@ async def test_16_ground_failure_lifecycle(system_factory: SystemFactory) -> Non
             )
 
             async def state_is(state: str) -> dict[str, Any] | None:
-                o = await _order(running, order["id"])
+                o = await get_order(running, order["id"])
                 return o if o["state"] == state else None
 
             resolved = await eventually(lambda: state_is("resolved"))
@@ -198,15 +179,15 @@ async def test_16_ground_failure_lifecycle(system_factory: SystemFactory) -> Non
             resolved = await eventually(lambda: state_is("resolved"))
             # Before the window ends nothing closes it; after it, verified then closed.
             await running.system.ticketing.scanner.run_once()
-            assert (await _order(running, order["id"]))["state"] == "resolved"
+            assert (await get_order(running, order["id"]))["state"] == "resolved"
             clock.set(datetime.fromisoformat(resolved["verify_after"]) + timedelta(seconds=1))
             result = await running.system.ticketing.scanner.run_once()
             assert result.closed == 1
-            closed = await _order(running, order["id"])
+            closed = await get_order(running, order["id"])
             assert closed["state"] == "closed"
             moves = [(e["from_state"], e["to_state"]) for e in closed["timeline"] if e["to_state"]]
             assert moves[-2:] == [("resolved", "verified"), ("verified", "closed")]
-        await _assert_rows_are_the_fold_of_their_timelines(running)
+        await assert_rows_are_the_fold_of_their_timelines(running)
 
 
 def _problem(
@@ -278,12 +259,12 @@ async def test_201_chargex_problem_lifecycle(system_factory: SystemFactory) -> N
             await cp.call(_problem(200, base + timedelta(seconds=30), raised=False))
 
             async def resolved() -> dict[str, Any] | None:
-                o = await _order(running, order["id"])
+                o = await get_order(running, order["id"])
                 return o if o["state"] == "resolved" else None
 
             done = await eventually(resolved)
             assert done["resolution"] == "fixed_on_site"
             clock.set(datetime.fromisoformat(done["verify_after"]) + timedelta(seconds=1))
             await running.system.ticketing.scanner.run_once()
-            assert (await _order(running, order["id"]))["state"] == "closed"
-        await _assert_rows_are_the_fold_of_their_timelines(running)
+            assert (await get_order(running, order["id"]))["state"] == "closed"
+        await assert_rows_are_the_fold_of_their_timelines(running)

@@ -12,6 +12,7 @@ from sqlalchemy import insert, text
 
 from services.db import Database, table_of
 from tests.conftest import eventually
+from tests.work_order_helpers import order_row
 from ticketing.dispatch.assign import (
     Candidate,
     candidates,
@@ -60,25 +61,6 @@ async def add_tech(db: Database, name: str, **fields: Any) -> int:
     return tech_id
 
 
-def order_row(assignee_id: int | None, state: str = "dispatched") -> dict[str, Any]:
-    return {
-        "source": "manual",
-        "type": "corrective",
-        "state": state,
-        "title": "broken",
-        "category": "hardware",
-        "severity": "S2",
-        "impact": 2,
-        "urgency": 2,
-        "priority": "P2",
-        "assignee_id": assignee_id,
-        "first_seen": NOW,
-        "last_seen": NOW,
-        "created_at": NOW,
-        "updated_at": NOW,
-    }
-
-
 async def add_order(
     db: Database,
     assignee_id: int | None,
@@ -87,7 +69,7 @@ async def add_order(
     due_in: timedelta | None = None,
     clock_state: str = "running",
 ) -> int:
-    row = order_row(assignee_id, state)
+    row = order_row(assignee_id, state, at=NOW)
     orders = table_of(WorkOrder)
     async with db.engine.begin() as conn:
         order_id: int = (
@@ -242,7 +224,7 @@ async def test_concurrent_choices_do_not_overfill_a_technician(db: Database) -> 
             partial(choose_technician, site_id="depot-1", region=None, skill=None, now=NOW)
         )
         assert mine is not None and mine.technician_id == first
-        await conn.execute(insert(table_of(WorkOrder)).values(order_row(first)))
+        await conn.execute(insert(table_of(WorkOrder)).values(order_row(first, at=NOW)))
         # another replica ranks `first` best too (the order is not committed yet) and
         # must wait for the lock, then see the committed order and fall back
         other = asyncio.create_task(choose(db, skill=None))

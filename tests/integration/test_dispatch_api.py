@@ -12,6 +12,7 @@ from sqlalchemy import insert, select
 from services.api_auth import create_token
 from services.db import table_of
 from tests.conftest import Running
+from tests.work_order_helpers import order_row
 from ticketing.api import sites, teams, technicians
 from ticketing.tables import ChargerAsset, WorkOrder
 
@@ -44,23 +45,10 @@ def problem(response: httpx.Response, status: int) -> dict[str, Any]:
 
 
 async def add_open_order(running: Running, assignee_id: int, state: str = "accepted") -> None:
-    row = {
-        "source": "manual",
-        "state": state,
-        "title": "broken",
-        "category": "hardware",
-        "severity": "S2",
-        "impact": 2,
-        "urgency": 2,
-        "priority": "P2",
-        "assignee_id": assignee_id,
-        "first_seen": NOW,
-        "last_seen": NOW,
-        "created_at": NOW,
-        "updated_at": NOW,
-    }
     async with running.system.db.engine.begin() as conn:
-        await conn.execute(insert(table_of(WorkOrder)).values(row))
+        await conn.execute(
+            insert(table_of(WorkOrder)).values(order_row(assignee_id, state, at=NOW))
+        )
 
 
 async def test_teams_crud(api: httpx.AsyncClient) -> None:

@@ -15,7 +15,6 @@ import httpx
 import pytest
 from ocpp.v16 import call as call16
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import select
 
 from services.clock import FakeClock
 from services.db import utcnow
@@ -27,10 +26,10 @@ from tests.conftest import (
     eventually,
     register,
 )
+from tests.work_order_helpers import assert_rows_are_the_fold_of_their_timelines
 from ticketing.work_orders import scanner
 from ticketing.work_orders.scanner import ScanResult
 from ticketing.work_orders.states import STATES
-from ticketing.work_orders.timeline import ENTRIES, PROJECTED, WORK_ORDERS, fold
 
 Order = dict[str, Any]
 WO = "/api/v1/work-orders"
@@ -121,16 +120,6 @@ def _clocks(order: Order) -> dict[str, dict[str, Any]]:
 
 def _due(order: Order, target: str) -> datetime:
     return datetime.fromisoformat(_clocks(order)[target]["due_at"])
-
-
-async def _assert_rows_are_the_folds_of_their_timelines(running: Running) -> None:
-    async with running.system.db.engine.connect() as conn:
-        orders = (await conn.execute(select(WORK_ORDERS))).mappings().all()
-        entries = (await conn.execute(select(ENTRIES))).mappings().all()
-    assert orders
-    for order in orders:
-        folded = fold(e for e in entries if e["order_id"] == order["id"])
-        assert {k: folded.get(k) for k in PROJECTED} == {k: order[k] for k in PROJECTED}
 
 
 # ------------------------------------------------------------------ OCPP faults
@@ -327,7 +316,7 @@ async def test_escalation_to_a_vendor_team_switches_policy_and_keeps_consumed_ti
         assert escalated["timeline"][-1]["kind"] == "assigned"
         r = await api.post(f"{WO}/{order['id']}/escalate", json={"team_id": 999, "reason": "x"})
         assert r.status_code == 422, r.text
-        await _assert_rows_are_the_folds_of_their_timelines(running)
+        await assert_rows_are_the_fold_of_their_timelines(running)
 
 
 # ------------------------------------------------------------------ 5. the edges
@@ -395,7 +384,7 @@ async def test_hold_needs_a_reason_and_returns_to_the_state_it_interrupted(
             ("on_hold", "dispatched"),
         ]
         assert all(t["state"] == "running" for t in back["sla"])
-        await _assert_rows_are_the_folds_of_their_timelines(running)
+        await assert_rows_are_the_fold_of_their_timelines(running)
 
 
 async def test_close_unresolved_needs_a_reason_and_hands_the_fault_to_a_follow_up(
@@ -437,7 +426,7 @@ async def test_close_unresolved_needs_a_reason_and_hands_the_fault_to_a_follow_u
             await eventually(appended)
             assert len(await _orders_of(api, charger)) == 2
             assert (await _get(api, order["id"]))["occurrences"] == 1
-        await _assert_rows_are_the_folds_of_their_timelines(running)
+        await assert_rows_are_the_fold_of_their_timelines(running)
 
 
 async def test_cancel_needs_a_reason_and_resolved_reopens_by_hand(
@@ -582,7 +571,7 @@ async def test_resolved_after_the_deadline_before_any_scan_is_breached_not_met(
 
         result = await _scan(running)  # nothing left to fire
         assert (result.warnings, result.breaches) == (0, 0)
-        await _assert_rows_are_the_folds_of_their_timelines(running)
+        await assert_rows_are_the_fold_of_their_timelines(running)
 
 
 async def test_assigned_after_the_deadline_before_any_scan_follows_the_raised_priority(

@@ -7,11 +7,9 @@ background loop may deliver first: either way each delivery is made once)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,61 +19,11 @@ import pytest
 from services.clock import FakeClock
 from services.db import utcnow
 from tests.conftest import SystemFactory, eventually
+from tests.webhook_receiver import Receiver, running_receiver
 from ticketing.webhooks.delivery import WebhookDeliverer
 from ticketing.webhooks.signing import verify
 
 WO = "/api/v1/work-orders"
-
-
-@dataclass
-class Received:
-    headers: dict[str, str]
-    body: bytes
-    at: datetime  # the fake clock's time when it arrived (the signature's time)
-
-
-@dataclass
-class Receiver:
-    """A tiny HTTP/1.1 server on port 0 that records requests and fails the first
-    ``fail_first`` of them with a 500."""
-
-    clock: FakeClock
-    fail_first: int = 0
-    requests: list[Received] = field(default_factory=list)
-    port: int = 0
-    _server: asyncio.Server | None = None
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/chargeops"
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            await reader.readline()  # request line
-            headers: dict[str, str] = {}
-            while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
-                name, _, value = line.decode("latin-1").partition(":")
-                headers[name.strip().lower()] = value.strip()
-            body = await reader.readexactly(int(headers.get("content-length", "0")))
-            self.requests.append(Received(headers, body, self.clock.now()))
-            failing = len(self.requests) <= self.fail_first
-            status, text = ("500 Internal Server Error", b"boom") if failing else ("204 OK", b"")
-            writer.write(
-                f"HTTP/1.1 {status}\r\nContent-Length: {len(text)}\r\n"
-                f"Connection: close\r\n\r\n".encode()
-                + text
-            )
-            await writer.drain()
-        finally:
-            writer.close()
 
 
 @pytest.fixture
@@ -85,12 +33,8 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 async def receiver(clock: FakeClock) -> AsyncIterator[Receiver]:
-    server = Receiver(clock)
-    await server.start()
-    try:
+    async with running_receiver(clock) as server:
         yield server
-    finally:
-        await server.close()
 
 
 async def _deliveries(api: httpx.AsyncClient, hook_id: int) -> list[dict[str, Any]]:
@@ -129,7 +73,7 @@ async def test_order_events_are_delivered_signed_and_logged(
     async with system_factory(clock=clock, ticketing_scan_interval=3600) as running:
         api = running.api
         deliverer = running.system.ticketing.webhooks
-        r = await api.post("/api/v1/webhooks", json={"url": receiver.url()})
+        r = await api.post("/api/v1/webhooks", json={"url": receiver.url("/chargeops")})
         assert r.status_code == 201, r.text
         hook = r.json()
         assert hook["events"] == []  # every event

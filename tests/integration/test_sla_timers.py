@@ -10,6 +10,7 @@ from typing import Any
 from services.clock import FakeClock
 from services.db import utcnow
 from tests.conftest import Running, SystemFactory
+from tests.work_order_helpers import entries_of_kind, get_order
 
 
 async def _create(running: Running, **fields: Any) -> dict[str, Any]:
@@ -18,17 +19,6 @@ async def _create(running: Running, **fields: Any) -> dict[str, Any]:
     assert r.status_code == 201, r.text
     order: dict[str, Any] = r.json()
     return order
-
-
-async def _get(running: Running, order_id: int) -> dict[str, Any]:
-    r = await running.api.get(f"/api/v1/work-orders/{order_id}")
-    assert r.status_code == 200, r.text
-    body: dict[str, Any] = r.json()
-    return body
-
-
-def _kinds(order: dict[str, Any], kind: str) -> list[dict[str, Any]]:
-    return [e for e in order["timeline"] if e["kind"] == kind]
 
 
 def _due(order: dict[str, Any], target: str) -> datetime:
@@ -47,19 +37,19 @@ async def test_breach_fires_once_across_a_restart(system_factory: SystemFactory)
     async with system_factory(clock=clock, ticketing_scan_interval=3600) as running:
         await running.system.ticketing.scanner.run_once()
         await running.system.ticketing.scanner.run_once()
-        after = await _get(running, order["id"])
+        after = await get_order(running, order["id"])
     async with system_factory(clock=clock, ticketing_scan_interval=3600) as running:
         await running.system.ticketing.scanner.run_once()
-        final = await _get(running, order["id"])
+        final = await get_order(running, order["id"])
     for snapshot in (after, final):
         breaches = [
             e
-            for e in _kinds(snapshot, "sla_breached")
+            for e in entries_of_kind(snapshot, "sla_breached")
             if e["changes"]["data"]["target"] == "response"
         ]
         warnings = [
             e
-            for e in _kinds(snapshot, "sla_warning")
+            for e in entries_of_kind(snapshot, "sla_warning")
             if e["changes"]["data"]["target"] == "response"
         ]
         assert len(breaches) == 1
@@ -67,7 +57,7 @@ async def test_breach_fires_once_across_a_restart(system_factory: SystemFactory)
     states = {t["target"]: t["state"] for t in final["sla"]}
     assert states["response"] == "breached"
     assert final["priority"] == "P1"  # already the top: stays P1
-    assert len(_kinds(final, "escalation")) >= 1
+    assert len(entries_of_kind(final, "escalation")) >= 1
 
 
 async def test_breach_raises_priority_one_step(system_factory: SystemFactory) -> None:
@@ -78,13 +68,15 @@ async def test_breach_raises_priority_one_step(system_factory: SystemFactory) ->
         clock.set(_due(order, "response") + timedelta(seconds=1))
         result = await running.system.ticketing.scanner.run_once()
         assert result.breaches >= 1
-        after = await _get(running, order["id"])
+        after = await get_order(running, order["id"])
         assert after["priority"] == "P2"
         breach = [
-            e for e in _kinds(after, "sla_breached") if e["changes"]["data"]["target"] == "response"
+            e
+            for e in entries_of_kind(after, "sla_breached")
+            if e["changes"]["data"]["target"] == "response"
         ]
         assert len(breach) == 1
-        escalation = _kinds(after, "escalation")
+        escalation = entries_of_kind(after, "escalation")
         assert escalation and "escalation_contact" in escalation[0]["changes"]["data"]
 
 
@@ -94,7 +86,7 @@ async def test_time_on_hold_does_not_count(system_factory: SystemFactory) -> Non
         order = await _create(running)  # P1: a 24x7 policy, plain arithmetic
         policy = (await running.api.get(f"/api/v1/sla-policies/{order['sla_policy_id']}")).json()
         assert policy["calendar"] == "24x7"
-        resolution_due = _due(await _get(running, order["id"]), "resolution")
+        resolution_due = _due(await get_order(running, order["id"]), "resolution")
         clock.advance(timedelta(minutes=10))
         r = await running.api.post(
             f"/api/v1/work-orders/{order['id']}/transitions",

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,6 +18,7 @@ from services.committer import GroupCommitter
 from services.db import Database
 from services.observability.metrics import REGISTRY
 from tests.conftest import Running, eventually
+from tests.webhook_receiver import Receiver, running_receiver
 from ticketing.api import webhooks as webhooks_api
 from ticketing.tx import transact
 from ticketing.webhooks.delivery import WebhookDeliverer
@@ -33,70 +33,10 @@ MAX_DELAY = 60.0
 MAX_ATTEMPTS = 4
 
 
-# ------------------------------------------------------------------ a real HTTP receiver
-@dataclass
-class Received:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-
-@dataclass
-class Receiver:
-    """A tiny HTTP/1.1 server on port 0 that records requests and fails when told to."""
-
-    fail_first: int = 0
-    always_fail: bool = False
-    hang: bool = False
-    requests: list[Received] = field(default_factory=list)
-    port: int = 0
-    _server: asyncio.Server | None = None
-    _released: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def close(self) -> None:
-        self._released.set()
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-
-    def url(self, path: str = "/hook") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            request_line = (await reader.readline()).decode("latin-1").split()
-            headers: dict[str, str] = {}
-            while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
-                name, _, value = line.decode("latin-1").partition(":")
-                headers[name.strip().lower()] = value.strip()
-            body = await reader.readexactly(int(headers.get("content-length", "0")))
-            self.requests.append(Received(request_line[1], headers, body))
-            if self.hang:
-                await self._released.wait()  # no answer at all
-            failing = self.always_fail or len(self.requests) <= self.fail_first
-            status, text = ("500 Internal Server Error", b"boom") if failing else ("204 OK", b"")
-            writer.write(
-                f"HTTP/1.1 {status}\r\nContent-Length: {len(text)}\r\n"
-                f"Connection: close\r\n\r\n".encode()
-                + text
-            )
-            await writer.drain()
-        finally:
-            writer.close()
-
-
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
-    server = Receiver()
-    await server.start()
-    try:
+    async with running_receiver() as server:
         yield server
-    finally:
-        await server.close()
 
 
 # ------------------------------------------------------------------ the system under test

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from services.api_auth import AdminOrDispatcher, AnyRole
-from services.db import Database
+from ticketing.api import app_state
 from ticketing.rules import store
 from ticketing.rules.model import (
     Classification,
@@ -25,7 +25,6 @@ from ticketing.rules.model import (
     RuleIn,
     Source,
 )
-from ticketing.tx import transact
 
 router = APIRouter(prefix="/fault-rules", tags=["fault rules"])
 
@@ -126,23 +125,16 @@ class ClassificationOut(BaseModel):
         return cls(**asdict(result), lockout=result.lockout)
 
 
-def _db(request: Request) -> Database:
-    db: Database = request.app.state.db
-    return db
-
-
 @router.get("", response_model=list[RuleOut])
 async def list_fault_rules(request: Request, _: AnyRole) -> list[RuleOut]:
     """Every rule in evaluation order (ascending position; the first enabled match wins)."""
-    async with _db(request).engine.connect() as conn:
-        rules = await conn.run_sync(store.list_rules)
+    rules = await app_state.read(request, store.list_rules)
     return [RuleOut.of(r) for r in rules]
 
 
 @router.get("/{rule_id}", response_model=RuleOut)
 async def get_fault_rule(request: Request, rule_id: RuleId, _: AnyRole) -> RuleOut:
-    async with _db(request).engine.connect() as conn:
-        rule = await conn.run_sync(store.get_rule, rule_id)
+    rule = await app_state.read(request, lambda conn: store.get_rule(conn, rule_id))
     return RuleOut.of(rule)
 
 
@@ -152,10 +144,8 @@ async def create_fault_rule(
 ) -> RuleOut:
     """Add a rule. Without ``position`` it goes just before the catch-all; a held position
     moves its holder (and the rules right after it) down by one."""
-    now = request.app.state.clock.now()
-    rule = await transact(
-        request.app.state.committer, lambda conn: store.create_rule(conn, body, now)
-    )
+    now = app_state.now(request)
+    rule = await app_state.write(request, lambda conn: store.create_rule(conn, body, now))
     response.headers["Location"] = str(request.url_for("get_fault_rule", rule_id=rule.id))
     return RuleOut.of(rule)
 
@@ -166,22 +156,20 @@ async def update_fault_rule(
 ) -> RuleOut:
     """Replace a rule. Without ``position`` it keeps its place. The catch-all keeps an empty
     match, stays enabled and last (409 otherwise)."""
-    now = request.app.state.clock.now()
-    rule = await transact(
-        request.app.state.committer, lambda conn: store.update_rule(conn, rule_id, body, now)
-    )
+    now = app_state.now(request)
+    rule = await app_state.write(request, lambda conn: store.update_rule(conn, rule_id, body, now))
     return RuleOut.of(rule)
 
 
 @router.delete("/{rule_id}", status_code=204)
 async def delete_fault_rule(request: Request, rule_id: RuleId, _: AdminOrDispatcher) -> None:
     """Delete a rule (409 for the catch-all)."""
-    await transact(request.app.state.committer, lambda conn: store.delete_rule(conn, rule_id))
+    await app_state.write(request, lambda conn: store.delete_rule(conn, rule_id))
 
 
 @router.post("/dry-run", response_model=ClassificationOut)
 async def dry_run(request: Request, body: SignatureIn, _: AnyRole) -> ClassificationOut:
     """Classify a fault signature with the current rules, changing nothing."""
-    async with _db(request).engine.connect() as conn:
-        result = await conn.run_sync(store.classify, body.signature())
+    signature = body.signature()
+    result = await app_state.read(request, lambda conn: store.classify(conn, signature))
     return ClassificationOut.of(result)

@@ -16,12 +16,10 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, model_validator
 
 from services.api_auth import AdminOrDispatcher, AnyRole
-from services.clock import Clock
-from services.committer import GroupCommitter
-from services.db import Database
 from ticketing import sites
+from ticketing.api import app_state
+from ticketing.api.patches import refuse_nulls
 from ticketing.sites import SLUG_PATTERN
-from ticketing.tx import transact
 
 router = APIRouter(prefix="/sites", tags=["dispatch"])
 
@@ -69,13 +67,7 @@ class SitePatch(BaseModel):
 
     @model_validator(mode="after")
     def _no_null_for_required(self) -> SitePatch:
-        nulls = [
-            f
-            for f in ("name", "timezone")
-            if f in self.model_fields_set and getattr(self, f) is None
-        ]
-        if nulls:
-            raise ValueError(f"may not be null: {', '.join(nulls)}")
+        refuse_nulls(self, ("name", "timezone"))
         return self
 
 
@@ -101,21 +93,6 @@ def _detail(record: sites.SiteRecord) -> SiteDetail:
     return SiteDetail.model_validate(record, from_attributes=True)
 
 
-def _db(request: Request) -> Database:
-    db: Database = request.app.state.db
-    return db
-
-
-def _committer(request: Request) -> GroupCommitter:
-    committer: GroupCommitter = request.app.state.committer
-    return committer
-
-
-def _now(request: Request) -> datetime:
-    clock: Clock = request.app.state.clock
-    return clock.now()
-
-
 @router.get("", response_model=list[SiteOut])
 async def list_sites(
     request: Request,
@@ -125,24 +102,22 @@ async def list_sites(
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[SiteOut]:
     """Sites by id (charger ids: GET /sites/{id})."""
-    async with _db(request).engine.connect() as conn:
-        records = await conn.run_sync(
-            partial(sites.list_sites, region=region, limit=limit, offset=offset)
-        )
+    records = await app_state.read(
+        request, partial(sites.list_sites, region=region, limit=limit, offset=offset)
+    )
     return [SiteOut.model_validate(r, from_attributes=True) for r in records]
 
 
 @router.get("/{site_id}", response_model=SiteDetail)
 async def get_site(site_id: SiteId, request: Request, _: AnyRole) -> SiteDetail:
-    async with _db(request).engine.connect() as conn:
-        return _detail(await conn.run_sync(sites.get_site, site_id))
+    return _detail(await app_state.read(request, partial(sites.get_site, site_id=site_id)))
 
 
 @router.post("", status_code=201, response_model=SiteDetail)
 async def create_site(body: SiteIn, request: Request, _: AdminOrDispatcher) -> SiteDetail:
     values: dict[str, Any] = body.model_dump(exclude={"id"})
-    op = partial(sites.create_site, site_id=body.id, values=values, now=_now(request))
-    return _detail(await transact(_committer(request), op))
+    op = partial(sites.create_site, site_id=body.id, values=values, now=app_state.now(request))
+    return _detail(await app_state.write(request, op))
 
 
 @router.patch("/{site_id}", response_model=SiteDetail)
@@ -151,13 +126,13 @@ async def update_site(
 ) -> SiteDetail:
     changes: dict[str, Any] = body.model_dump(exclude_unset=True)
     op = partial(sites.update_site, site_id=site_id, changes=changes)
-    return _detail(await transact(_committer(request), op))
+    return _detail(await app_state.write(request, op))
 
 
 @router.delete("/{site_id}", status_code=204)
 async def delete_site(site_id: SiteId, request: Request, _: AdminOrDispatcher) -> Response:
     """Remove a site; 409 while chargers are assigned to it."""
-    await transact(_committer(request), partial(sites.delete_site, site_id=site_id))
+    await app_state.write(request, partial(sites.delete_site, site_id=site_id))
     return Response(status_code=204)
 
 
@@ -166,8 +141,10 @@ async def assign_charger(
     site_id: SiteId, charger_id: ChargerId, request: Request, _: AdminOrDispatcher
 ) -> ChargerPlacementOut:
     """Place a charger at this site (moving it from any other); idempotent."""
-    op = partial(sites.assign_charger, site_id=site_id, charger_id=charger_id, now=_now(request))
-    placement = await transact(_committer(request), op)
+    op = partial(
+        sites.assign_charger, site_id=site_id, charger_id=charger_id, now=app_state.now(request)
+    )
+    placement = await app_state.write(request, op)
     return ChargerPlacementOut.model_validate(placement, from_attributes=True)
 
 
@@ -177,5 +154,5 @@ async def unassign_charger(
 ) -> Response:
     """Take a charger off this site; 404 unless it stands here."""
     op = partial(sites.unassign_charger, site_id=site_id, charger_id=charger_id)
-    await transact(_committer(request), op)
+    await app_state.write(request, op)
     return Response(status_code=204)

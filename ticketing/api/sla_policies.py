@@ -15,8 +15,7 @@ from pydantic import BaseModel
 from sqlalchemy.engine import Connection
 
 from services.api_auth import AnyRole, Principal, require_role
-from services.clock import Clock
-from services.db import Database
+from ticketing.api import app_state
 from ticketing.sla.policies import PolicyRow, SlaPolicyIn, get_policy, list_policies
 from ticketing.sla.policy_store import (
     create_policy,
@@ -24,7 +23,7 @@ from ticketing.sla.policy_store import (
     duplicate_name_is_conflict,
     replace_policy,
 )
-from ticketing.tx import NotFound, transact
+from ticketing.tx import NotFound
 
 router = APIRouter(prefix="/sla-policies", tags=["sla"])
 
@@ -77,17 +76,13 @@ class SlaPolicyOut(BaseModel):
 @router.get("", response_model=list[SlaPolicyOut])
 async def list_sla_policies(request: Request, _: AnyRole) -> list[SlaPolicyOut]:
     """Every SLA policy, oldest first."""
-    db: Database = request.app.state.db
-    async with db.engine.connect() as conn:
-        rows = await conn.run_sync(list_policies)
+    rows = await app_state.read(request, list_policies)
     return [SlaPolicyOut.of(r) for r in rows]
 
 
 @router.get("/{policy_id}", response_model=SlaPolicyOut)
 async def get_sla_policy(request: Request, policy_id: PolicyId, _: AnyRole) -> SlaPolicyOut:
-    db: Database = request.app.state.db
-    async with db.engine.connect() as conn:
-        row = await conn.run_sync(get_policy, policy_id)
+    row = await app_state.read(request, lambda conn: get_policy(conn, policy_id))
     if row is None:
         raise NotFound(f"no SLA policy {policy_id}")
     return SlaPolicyOut.of(row)
@@ -97,13 +92,13 @@ async def get_sla_policy(request: Request, policy_id: PolicyId, _: AnyRole) -> S
 async def create_sla_policy(
     request: Request, response: Response, body: SlaPolicyIn, _: AdminOnly
 ) -> SlaPolicyOut:
-    now = _now(request)
+    now = app_state.now(request)
 
     def op(conn: Connection) -> PolicyRow:
         return create_policy(conn, body, now)
 
     with duplicate_name_is_conflict(body.name):
-        row = await transact(request.app.state.committer, op)
+        row = await app_state.write(request, op)
     response.headers["Location"] = f"{request.url.path.rstrip('/')}/{row.id}"
     return SlaPolicyOut.of(row)
 
@@ -112,13 +107,13 @@ async def create_sla_policy(
 async def replace_sla_policy(
     request: Request, policy_id: PolicyId, body: SlaPolicyIn, _: AdminOnly
 ) -> SlaPolicyOut:
-    now = _now(request)
+    now = app_state.now(request)
 
     def op(conn: Connection) -> PolicyRow:
         return replace_policy(conn, policy_id, body, now)
 
     with duplicate_name_is_conflict(body.name):
-        row = await transact(request.app.state.committer, op)
+        row = await app_state.write(request, op)
     return SlaPolicyOut.of(row)
 
 
@@ -127,10 +122,5 @@ async def delete_sla_policy(request: Request, policy_id: PolicyId, _: AdminOnly)
     def op(conn: Connection) -> None:
         delete_policy(conn, policy_id)
 
-    await transact(request.app.state.committer, op)
+    await app_state.write(request, op)
     return Response(status_code=204)
-
-
-def _now(request: Request) -> datetime:
-    clock: Clock = request.app.state.clock
-    return clock.now()

@@ -11,11 +11,9 @@ from fastapi import APIRouter, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, StringConstraints, model_validator
 
 from services.api_auth import AdminOrDispatcher, AnyRole
-from services.clock import Clock
-from services.committer import GroupCommitter
-from services.db import Database
+from ticketing.api import app_state
+from ticketing.api.patches import refuse_nulls
 from ticketing.dispatch import people
-from ticketing.tx import transact
 
 router = APIRouter(prefix="/teams", tags=["dispatch"])
 
@@ -44,13 +42,7 @@ class TeamPatch(BaseModel):
 
     @model_validator(mode="after")
     def _no_null_for_required(self) -> TeamPatch:
-        nulls = [
-            f
-            for f in ("name", "contract_type")
-            if f in self.model_fields_set and getattr(self, f) is None
-        ]
-        if nulls:
-            raise ValueError(f"may not be null: {', '.join(nulls)}")
+        refuse_nulls(self, ("name", "contract_type"))
         return self
 
 
@@ -70,40 +62,23 @@ def _detail(record: people.TeamRecord) -> TeamDetail:
     return TeamDetail.model_validate(record, from_attributes=True)
 
 
-def _db(request: Request) -> Database:
-    db: Database = request.app.state.db
-    return db
-
-
-def _committer(request: Request) -> GroupCommitter:
-    committer: GroupCommitter = request.app.state.committer
-    return committer
-
-
-def _now(request: Request) -> datetime:
-    clock: Clock = request.app.state.clock
-    return clock.now()
-
-
 @router.get("", response_model=list[TeamOut])
 async def list_teams(request: Request, _: AnyRole) -> list[TeamOut]:
     """Every team by name (member ids: GET /teams/{id})."""
-    async with _db(request).engine.connect() as conn:
-        records = await conn.run_sync(people.list_teams)
+    records = await app_state.read(request, people.list_teams)
     return [TeamOut.model_validate(r, from_attributes=True) for r in records]
 
 
 @router.get("/{team_id}", response_model=TeamDetail)
 async def get_team(team_id: TeamId, request: Request, _: AnyRole) -> TeamDetail:
-    async with _db(request).engine.connect() as conn:
-        return _detail(await conn.run_sync(people.get_team, team_id))
+    return _detail(await app_state.read(request, partial(people.get_team, team_id=team_id)))
 
 
 @router.post("", status_code=201, response_model=TeamDetail)
 async def create_team(body: TeamIn, request: Request, _: AdminOrDispatcher) -> TeamDetail:
     values: dict[str, Any] = body.model_dump()
-    op = partial(people.create_team, values=values, now=_now(request))
-    return _detail(await transact(_committer(request), op))
+    op = partial(people.create_team, values=values, now=app_state.now(request))
+    return _detail(await app_state.write(request, op))
 
 
 @router.patch("/{team_id}", response_model=TeamDetail)
@@ -112,11 +87,11 @@ async def update_team(
 ) -> TeamDetail:
     changes: dict[str, Any] = body.model_dump(exclude_unset=True)
     op = partial(people.update_team, team_id=team_id, changes=changes)
-    return _detail(await transact(_committer(request), op))
+    return _detail(await app_state.write(request, op))
 
 
 @router.delete("/{team_id}", status_code=204)
 async def delete_team(team_id: TeamId, request: Request, _: AdminOrDispatcher) -> Response:
     """Remove a team; 409 while it has members."""
-    await transact(_committer(request), partial(people.delete_team, team_id=team_id))
+    await app_state.write(request, partial(people.delete_team, team_id=team_id))
     return Response(status_code=204)

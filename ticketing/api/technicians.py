@@ -22,12 +22,10 @@ from pydantic import (
 )
 
 from services.api_auth import AdminOrDispatcher, AnyRole
-from services.clock import Clock
-from services.committer import GroupCommitter
-from services.db import Database
+from ticketing.api import app_state
+from ticketing.api.patches import refuse_nulls
 from ticketing.dispatch import people
 from ticketing.sites import SLUG_PATTERN
-from ticketing.tx import transact
 
 router = APIRouter(prefix="/technicians", tags=["dispatch"])
 
@@ -84,9 +82,7 @@ class TechnicianPatch(BaseModel):
 
     @model_validator(mode="after")
     def _no_null_for_required(self) -> TechnicianPatch:
-        nulls = [f for f in NOT_NULL if f in self.model_fields_set and getattr(self, f) is None]
-        if nulls:
-            raise ValueError(f"may not be null: {', '.join(nulls)}")
+        refuse_nulls(self, NOT_NULL)
         return self
 
 
@@ -109,21 +105,6 @@ def _out(record: people.TechnicianRecord) -> TechnicianOut:
     return TechnicianOut.model_validate(record, from_attributes=True)
 
 
-def _db(request: Request) -> Database:
-    db: Database = request.app.state.db
-    return db
-
-
-def _committer(request: Request) -> GroupCommitter:
-    committer: GroupCommitter = request.app.state.committer
-    return committer
-
-
-def _now(request: Request) -> datetime:
-    clock: Clock = request.app.state.clock
-    return clock.now()
-
-
 @router.get("", response_model=list[TechnicianOut])
 async def list_technicians(
     request: Request,
@@ -135,17 +116,17 @@ async def list_technicians(
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[TechnicianOut]:
     """Technicians by id, filtered by duty, team and skill."""
-    async with _db(request).engine.connect() as conn:
-        records = await conn.run_sync(
-            partial(
-                people.list_technicians,
-                on_duty=on_duty,
-                team_id=team_id,
-                skill=skill,
-                limit=limit,
-                offset=offset,
-            )
-        )
+    records = await app_state.read(
+        request,
+        partial(
+            people.list_technicians,
+            on_duty=on_duty,
+            team_id=team_id,
+            skill=skill,
+            limit=limit,
+            offset=offset,
+        ),
+    )
     return [_out(r) for r in records]
 
 
@@ -153,8 +134,9 @@ async def list_technicians(
 async def get_technician(
     technician_id: TechnicianId, request: Request, _: AnyRole
 ) -> TechnicianOut:
-    async with _db(request).engine.connect() as conn:
-        return _out(await conn.run_sync(people.get_technician, technician_id))
+    return _out(
+        await app_state.read(request, partial(people.get_technician, technician_id=technician_id))
+    )
 
 
 @router.post("", status_code=201, response_model=TechnicianOut)
@@ -162,8 +144,8 @@ async def create_technician(
     body: TechnicianIn, request: Request, _: AdminOrDispatcher
 ) -> TechnicianOut:
     values: dict[str, Any] = body.model_dump()
-    op = partial(people.create_technician, values=values, now=_now(request))
-    return _out(await transact(_committer(request), op))
+    op = partial(people.create_technician, values=values, now=app_state.now(request))
+    return _out(await app_state.write(request, op))
 
 
 @router.patch("/{technician_id}", response_model=TechnicianOut)
@@ -172,7 +154,7 @@ async def update_technician(
 ) -> TechnicianOut:
     changes: dict[str, Any] = body.model_dump(exclude_unset=True)
     op = partial(people.update_technician, technician_id=technician_id, changes=changes)
-    return _out(await transact(_committer(request), op))
+    return _out(await app_state.write(request, op))
 
 
 @router.delete("/{technician_id}", status_code=204)
@@ -180,7 +162,5 @@ async def delete_technician(
     technician_id: TechnicianId, request: Request, _: AdminOrDispatcher
 ) -> Response:
     """Remove a technician; 409 while they hold open orders."""
-    await transact(
-        _committer(request), partial(people.delete_technician, technician_id=technician_id)
-    )
+    await app_state.write(request, partial(people.delete_technician, technician_id=technician_id))
     return Response(status_code=204)

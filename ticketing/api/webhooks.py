@@ -16,10 +16,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from sqlalchemy import select
 
 from services.api_auth import Principal, require_role
-from services.clock import Clock
-from services.committer import GroupCommitter
 from services.db import Database
-from ticketing.tx import NotFound, transact
+from ticketing.api import app_state
+from ticketing.tx import NotFound
 from ticketing.webhooks import registry
 from ticketing.webhooks.outbox import DELIVERIES, WEBHOOKS, OrderEventType
 
@@ -117,21 +116,6 @@ class DeliveryPage(BaseModel):
     next_cursor: str | None = None
 
 
-def _db(request: Request) -> Database:
-    db: Database = request.app.state.db
-    return db
-
-
-def _committer(request: Request) -> GroupCommitter:
-    committer: GroupCommitter = request.app.state.committer
-    return committer
-
-
-def _now(request: Request) -> datetime:
-    clock: Clock = request.app.state.clock
-    return clock.now()
-
-
 def _with_secret(row: dict[str, Any], secret: str, response: Response) -> WebhookWithSecret:
     response.headers["Cache-Control"] = "no-store"
     return WebhookWithSecret(**row, secret=secret)
@@ -151,9 +135,9 @@ async def create_webhook(
     body: WebhookCreate, request: Request, response: Response, _: Admin
 ) -> WebhookWithSecret:
     """Register a webhook. The answer holds its signing secret: the only time it is shown."""
-    now = _now(request)
-    row, secret = await transact(
-        _committer(request),
+    now = app_state.now(request)
+    row, secret = await app_state.write(
+        request,
         lambda conn: registry.create(
             conn,
             url=body.url,
@@ -169,12 +153,12 @@ async def create_webhook(
 @router.get("", response_model=list[WebhookOut])
 async def list_webhooks(request: Request, _: Staff) -> list[WebhookOut]:
     """Every webhook, oldest first (secrets are never shown)."""
-    return await _webhook_rows(_db(request))
+    return await _webhook_rows(app_state.db(request))
 
 
 @router.get("/{webhook_id}", response_model=WebhookOut)
 async def get_webhook(webhook_id: WebhookId, request: Request, _: Staff) -> WebhookOut:
-    rows = await _webhook_rows(_db(request), webhook_id)
+    rows = await _webhook_rows(app_state.db(request), webhook_id)
     if not rows:
         raise NotFound(f"webhook {webhook_id} does not exist")
     return rows[0]
@@ -186,14 +170,14 @@ async def update_webhook(
 ) -> WebhookOut:
     """Change the URL, events, description or enabled flag. Disabling pauses deliveries."""
     changes = body.model_dump(exclude_unset=True)
-    row = await transact(_committer(request), lambda c: registry.change(c, webhook_id, changes))
+    row = await app_state.write(request, lambda c: registry.change(c, webhook_id, changes))
     return WebhookOut.model_validate(row)
 
 
 @router.delete("/{webhook_id}", status_code=204)
 async def delete_webhook(webhook_id: WebhookId, request: Request, _: Admin) -> Response:
     """Delete a webhook with its delivery log; nothing more is sent to it."""
-    await transact(_committer(request), lambda conn: registry.remove(conn, webhook_id))
+    await app_state.write(request, lambda conn: registry.remove(conn, webhook_id))
     return Response(status_code=204)
 
 
@@ -202,8 +186,8 @@ async def rotate_secret(
     webhook_id: WebhookId, request: Request, response: Response, _: Admin
 ) -> WebhookWithSecret:
     """Replace the signing secret (shown once, in this answer); the old one stops at once."""
-    row, secret = await transact(
-        _committer(request), lambda conn: registry.rotate_secret(conn, webhook_id)
+    row, secret = await app_state.write(
+        request, lambda conn: registry.rotate_secret(conn, webhook_id)
     )
     return _with_secret(row, secret, response)
 
@@ -230,7 +214,7 @@ async def list_deliveries(
         query = query.where(DELIVERIES.c.state == state)
     if cursor is not None:
         query = query.where(DELIVERIES.c.id < int(cursor))
-    async with _db(request).engine.connect() as conn:
+    async with app_state.db(request).engine.connect() as conn:
         exists = (
             await conn.execute(select(WEBHOOKS.c.id).where(WEBHOOKS.c.id == webhook_id))
         ).first()
@@ -251,9 +235,9 @@ async def redeliver(
     webhook_id: WebhookId, delivery_id: DeliveryId, request: Request, _: Admin
 ) -> DeliveryOut:
     """Send a delivered or failed delivery again now, with its attempts reset."""
-    now = _now(request)
-    row = await transact(
-        _committer(request),
+    now = app_state.now(request)
+    row = await app_state.write(
+        request,
         lambda conn: registry.redeliver(conn, webhook_id, delivery_id, now=now),
     )
     return DeliveryOut.model_validate(row)
@@ -262,6 +246,6 @@ async def redeliver(
 @router.post("/{webhook_id}/test", status_code=202, response_model=DeliveryOut)
 async def send_test_ping(webhook_id: WebhookId, request: Request, _: Admin) -> DeliveryOut:
     """Queue a ``work_order.ping`` event to this webhook only; follow it in the delivery log."""
-    now = _now(request)
-    row = await transact(_committer(request), lambda conn: registry.ping(conn, webhook_id, now=now))
+    now = app_state.now(request)
+    row = await app_state.write(request, lambda conn: registry.ping(conn, webhook_id, now=now))
     return DeliveryOut.model_validate(row)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -15,10 +15,9 @@ from sqlalchemy import Select, and_, exists, func, select
 from sqlalchemy.engine import Connection
 
 from services.api_auth import AdminOrDispatcher, AnyRole, Principal
-from services.clock import Clock
-from services.db import Database
 from services.problems import Problem
 from ticketing import tx
+from ticketing.api import app_state
 from ticketing.rules.model import CATEGORIES, SEVERITIES, priority_of
 from ticketing.tables import Technician
 from ticketing.work_orders import dispatching, store, transitions, views
@@ -30,7 +29,6 @@ from ticketing.work_orders.states import HOLD_REASONS, STATES
 from ticketing.work_orders.timeline import WORK_ORDERS
 
 router = APIRouter(prefix="/work-orders", tags=["work orders"])
-T = TypeVar("T")
 
 #: What a technician may do to an order assigned to them (cancel, close, reassign: no).
 TECHNICIAN_MOVES = frozenset({"accepted", "en_route", "on_site", "on_hold", "resolved", "verified"})
@@ -184,21 +182,6 @@ class LegalOut(BaseModel):
 
 
 # ---------------------------------------------------------------- helpers
-def _db(request: Request) -> Database:
-    db: Database = request.app.state.db
-    return db
-
-
-def _clock(request: Request) -> Clock:
-    clock: Clock = request.app.state.clock
-    return clock
-
-
-async def _read(request: Request, fn: Callable[[Connection], T]) -> T:
-    async with _db(request).engine.connect() as conn:
-        return await conn.run_sync(fn)
-
-
 def _technician_id(conn: Connection, principal: Principal) -> int | None:
     """The technician record acting for ``principal`` (None: not a technician)."""
     if principal.role != "technician":
@@ -239,7 +222,7 @@ def _detail(conn: Connection, order: store.Order, now: datetime) -> WorkOrderDet
 
 def _ctx(request: Request, principal: Principal) -> OpContext:
     return OpContext(
-        now=_clock(request).now(), actor=f"user:{principal.name}", bus=request.app.state.bus
+        now=app_state.now(request), actor=f"user:{principal.name}", bus=request.app.state.bus
     )
 
 
@@ -256,7 +239,7 @@ async def _act(
         updated = fn(conn, ctx, order)
         return _detail(conn, updated, ctx.now)
 
-    return await store.run(request.app.state.committer, ctx, op)
+    return await store.run(app_state.committer(request), ctx, op)
 
 
 # ---------------------------------------------------------------- routes
@@ -287,7 +270,7 @@ async def list_work_orders(
         bad = [v for v in value or () if v not in allowed]
         if bad:
             raise Problem(422, "Request validation failed", f"unknown {name}: {', '.join(bad)}")
-    now = _clock(request).now()
+    now = app_state.now(request)
 
     def read(conn: Connection) -> WorkOrderPage:
         conditions: list[Any] = []
@@ -325,7 +308,7 @@ async def list_work_orders(
         total = int(conn.execute(count).scalar_one())
         return WorkOrderPage(items=_out(conn, rows, now), total=total, limit=limit, offset=offset)
 
-    return await _read(request, read)
+    return await app_state.read(request, read)
 
 
 @router.get("/queue", response_model=WorkOrderPage)
@@ -335,7 +318,7 @@ async def dispatch_queue(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> WorkOrderPage:
     """Orders waiting for a technician (nobody fitted), most urgent first."""
-    now = _clock(request).now()
+    now = app_state.now(request)
 
     def read(conn: Connection) -> WorkOrderPage:
         where = and_(WORK_ORDERS.c.state == "new", WORK_ORDERS.c.assignee_id.is_(None))
@@ -353,7 +336,7 @@ async def dispatch_queue(
             items=_out(conn, rows, now), total=int(total.scalar_one()), limit=limit, offset=0
         )
 
-    return await _read(request, read)
+    return await app_state.read(request, read)
 
 
 @router.post("", response_model=WorkOrderDetail, status_code=201)
@@ -378,19 +361,19 @@ async def create_work_order(
         order = dispatching.auto_assign(conn, ctx, order)
         return _detail(conn, order, ctx.now)
 
-    return await store.run(request.app.state.committer, ctx, op)
+    return await store.run(app_state.committer(request), ctx, op)
 
 
 @router.get("/{order_id}", response_model=WorkOrderDetail)
 async def get_work_order(request: Request, order_id: int, principal: AnyRole) -> WorkOrderDetail:
     """One order with its SLA targets and its whole timeline."""
-    now = _clock(request).now()
+    now = app_state.now(request)
 
     def read(conn: Connection) -> WorkOrderDetail:
         order = _visible(conn, principal, store.load(conn, order_id, lock=False), order_id)
         return _detail(conn, order, now)
 
-    return await _read(request, read)
+    return await app_state.read(request, read)
 
 
 @router.get("/{order_id}/transitions", response_model=LegalOut)
@@ -405,7 +388,7 @@ async def legal_transitions(request: Request, order_id: int, principal: AnyRole)
             hold_reasons=list(HOLD_REASONS),
         )
 
-    return await _read(request, read)
+    return await app_state.read(request, read)
 
 
 @router.post("/{order_id}/transitions", response_model=WorkOrderDetail)
@@ -440,7 +423,7 @@ async def list_comments(request: Request, order_id: int, principal: AnyRole) -> 
             if e["kind"] == "comment"
         ]
 
-    return await _read(request, read)
+    return await app_state.read(request, read)
 
 
 @router.post("/{order_id}/comments", response_model=WorkOrderDetail, status_code=201)

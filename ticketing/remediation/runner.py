@@ -28,6 +28,7 @@ from services.clock import Clock
 from services.commands.contracts import CommandReply, CommandRequest
 from services.commands.log import send_command
 from services.committer import GroupCommitter
+from services.tasks import PeriodicTask
 from ticketing import tx
 from ticketing.remediation import metrics
 from ticketing.remediation.playbooks import Playbook, Step, playbooks
@@ -238,8 +239,13 @@ class RemediationRunner:
         self.call_timeout = call_timeout
         self.reset_budget = reset_budget
         self.reset_window = reset_window
-        self.interval = interval
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = PeriodicTask(
+            self.run_once,
+            interval,
+            name="remediation-runner",
+            logger=log,
+            failure="remediation run failed",
+        )
 
     def _ctx(self) -> OpContext:
         return OpContext(now=self.clock.now(), actor="system:remediation", bus=self.bus)
@@ -302,27 +308,10 @@ class RemediationRunner:
         )
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._loop(), name="remediation-runner")
+        self._periodic.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("remediation run failed")
-            await asyncio.sleep(self.interval)
+        await self._periodic.stop()
 
 
 def describe(book: Playbook) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import exists, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -33,13 +33,15 @@ from services.bus.contracts import (
 from services.bus.tables import InboxEntry
 from services.clock import Clock
 from services.committer import GroupCommitter
-from services.db import table_of, utcnow
+from services.db import Database, table_of, utcnow
 from services.observability import metrics
 from ticketing.rules.model import Classification, FaultSignature
 from ticketing.rules.store import classify
 from ticketing.tables import ChargerAsset, FaultReport
 from ticketing.work_orders import derived, faults, store
 from ticketing.work_orders.context import OpContext, Thresholds
+from ticketing.work_orders.states import ACTIVE
+from ticketing.work_orders.timeline import WORK_ORDERS
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +155,7 @@ def on_fault_raised(conn: Connection, ctx: OpContext, event: FaultRaised) -> Non
     title = f"{event.charger_id}/{event.connector.key}: {event.error_code}" + (
         f" ({code})" if code and code != event.error_code else ""
     )
-    order = faults.report(
+    faults.report(
         conn,
         ctx,
         faults.FaultInput(
@@ -169,13 +171,12 @@ def on_fault_raised(conn: Connection, ctx: OpContext, event: FaultRaised) -> Non
             detail={k: v for k, v in (("code", code), ("info", event.info)) if v},
         ),
     )
-    if order["created_at"] == ctx.now and order["fault_received_at"] == event.received_at:
-        received = event.received_at
-        ctx.later(
-            lambda: metrics.FAULT_TO_ORDER_SECONDS.observe(
-                max((utcnow() - received).total_seconds(), 0.0)
-            )
+    received = event.received_at
+    ctx.later(
+        lambda: metrics.FAULT_TO_ORDER_SECONDS.observe(
+            max((utcnow() - received).total_seconds(), 0.0)
         )
+    )
     if faults.is_charger_level(event.connector.key):
         derived.site_check(conn, ctx, site_id)
 
@@ -199,9 +200,8 @@ def on_fault_cleared(conn: Connection, ctx: OpContext, event: FaultCleared) -> N
 
 def on_status(conn: Connection, ctx: OpContext, event: ConnectorStatusChanged) -> None:
     key = event.connector.key
-    previous, status = event.previous_status, event.status
-    faulted = NormalizedStatus.faulted
-    if previous is not None and previous != status and faulted in (previous, status):
+    status = event.status
+    if _is_flip(event):
         derived.flip(conn, ctx, event.charger_id, key, event.event_id)
     if status in HEALTHY:
         faults.healthy(
@@ -298,19 +298,77 @@ ROUTES: dict[type[Event], Handler] = {
 EVENT_TYPES = tuple(str(cls.model_fields["type"].default) for cls in ROUTES)
 
 
+def _is_flip(event: ConnectorStatusChanged) -> bool:
+    previous, status = event.previous_status, event.status
+    return (
+        previous is not None
+        and previous != status
+        and NormalizedStatus.faulted
+        in (
+            previous,
+            status,
+        )
+    )
+
+
+def relevant(conn: Connection, event: Event) -> bool:
+    """Could ``event`` change anything? A read-only check before the write transaction.
+
+    Decision: most events of a healthy fleet (status changes of working connectors,
+    reconnects of chargers already known online) change nothing here; skipping them
+    without a write keeps this consumer from queueing a transaction per status frame.
+    Skipping is safe only because such an event has no effect at all."""
+    if isinstance(event, ConnectorStatusChanged):
+        if _is_flip(event):
+            return True
+        if event.status not in HEALTHY:
+            return False
+        return bool(
+            conn.execute(
+                select(
+                    exists().where(
+                        WORK_ORDERS.c.charger_id == event.charger_id,
+                        WORK_ORDERS.c.connector == event.connector.key,
+                        WORK_ORDERS.c.source == "fault",
+                        WORK_ORDERS.c.state.in_(ACTIVE),
+                    )
+                )
+            ).scalar()
+        )
+    if isinstance(event, ChargerOnline | ChargerConnected):
+        asset = _asset(conn, event.charger_id)
+        return not (
+            asset
+            and asset["online"]
+            and asset["offline_since"] is None
+            and asset["ocpp_version"] == event.ocpp_version
+        )
+    return True
+
+
 class WorkOrderIntake:
     def __init__(
-        self, committer: GroupCommitter, bus: Bus, clock: Clock, thresholds: Thresholds
+        self,
+        committer: GroupCommitter,
+        bus: Bus,
+        clock: Clock,
+        thresholds: Thresholds,
+        db: Database,
     ) -> None:
         self.committer = committer
         self.bus = bus
         self.clock = clock
         self.thresholds = thresholds
+        self.db = db
 
     async def handle(self, event: Event) -> None:
         handler = ROUTES.get(type(event))
         if handler is None:
             return
+        if isinstance(event, ConnectorStatusChanged | ChargerOnline | ChargerConnected):
+            async with self.db.engine.connect() as conn:
+                if not await conn.run_sync(lambda c: relevant(c, event)):
+                    return
         ctx = OpContext(
             now=self.clock.now(), actor="system", bus=self.bus, thresholds=self.thresholds
         )

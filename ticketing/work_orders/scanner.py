@@ -11,7 +11,6 @@ deadline and the scan or several replicas scan at once (rows are claimed with
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -23,6 +22,7 @@ from services.clock import Clock
 from services.committer import GroupCommitter
 from services.db import Database, table_of
 from services.observability import metrics
+from services.tasks import PeriodicTask
 from ticketing.tables import SlaPolicy
 from ticketing.work_orders import derived, dispatching, sla_events, store, transitions
 from ticketing.work_orders.context import OpContext, Thresholds
@@ -125,8 +125,13 @@ class Scanner:
         self.bus = bus
         self.clock = clock
         self.thresholds = thresholds
-        self.interval = interval
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = PeriodicTask(
+            self.run_once,
+            interval,
+            name="ticketing-scanner",
+            logger=log,
+            failure="work-order scan failed",
+        )
         self._scans = 0
         self._queue_after = 0
 
@@ -167,24 +172,7 @@ class Scanner:
         metrics.DISPATCH_QUEUE.set(queue)
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._loop(), name="ticketing-scanner")
+        self._periodic.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("work-order scan failed")
-            await asyncio.sleep(self.interval)
+        await self._periodic.stop()

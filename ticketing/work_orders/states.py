@@ -9,7 +9,7 @@ Pure data; the store applies the side effects.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 State = Literal[
     "new",
@@ -24,19 +24,7 @@ State = Literal[
     "closed",
     "cancelled",
 ]
-STATES: tuple[State, ...] = (
-    "new",
-    "remote_fix",
-    "dispatched",
-    "accepted",
-    "en_route",
-    "on_site",
-    "on_hold",
-    "resolved",
-    "verified",
-    "closed",
-    "cancelled",
-)
+STATES: tuple[State, ...] = get_args(State)
 HOLD_REASONS = ("parts", "vendor", "site_access", "customer", "weather")
 #: States in which work is still to be done (an unresolved order).
 ACTIVE: frozenset[str] = frozenset(

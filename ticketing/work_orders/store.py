@@ -195,7 +195,7 @@ def publish(
         now=ctx.now,
         data=data,
     )
-    if ctx.bus is not None and ctx.bus.transactional_outbox:
+    if ctx.bus is not None and ctx.bus.supports_stage_on:
         ctx.bus.stage_on(
             conn,
             [

@@ -58,15 +58,26 @@ def transition(
 ) -> store.Order:
     check_legal(order, target)
     state = order["state"]
+
+    def move(changes: dict[str, Any]) -> store.Order:
+        return store.change(
+            conn,
+            ctx,
+            order,
+            kind="transition",
+            to_state=target,
+            changes=changes,
+            note=note,
+            notify=NOTIFY.get(target),
+        )
+
     if target == "dispatched":
         if technician_id is not None:
             return dispatching.assign(conn, ctx, order, technician_id, note)
         if order["assignee_id"] is not None and state in ("accepted", "on_hold"):
             # back from hold (or un-accepted): the assignee keeps the order
             back = {"held_from": None, "hold_reason": None} if state == "on_hold" else {}
-            return store.change(
-                conn, ctx, order, kind="transition", to_state=target, changes=back, note=note
-            )
+            return move(back)
         requeued = {**order, "assignee_id": None}
         if dispatching.best_candidate(conn, ctx, requeued) is None:
             raise tx.Conflict(
@@ -80,40 +91,17 @@ def transition(
             raise tx.Invalid(
                 "putting an order on hold needs a reason", allowed_reasons=list(HOLD_REASONS)
             )
-        held = {"held_from": state, "hold_reason": reason}
-        return store.change(
-            conn, ctx, order, kind="transition", to_state=target, changes=held, note=note
-        )
+        return move({"held_from": state, "hold_reason": reason})
     if target == "resolved":
         return resolve(conn, ctx, order, resolution or "fixed_on_site", note=note)
     if closes_unresolved(state, target):
         return close_unresolved(conn, ctx, order, reason=reason, note=note)
     if target == "closed":
-        changes: dict[str, Any] = {"closed_at": ctx.now, "dedupe_key": None}
-        return store.change(
-            conn,
-            ctx,
-            order,
-            kind="transition",
-            to_state=target,
-            changes=changes,
-            note=note,
-            notify="closed",
-        )
+        return move({"closed_at": ctx.now, "dedupe_key": None})
     if target == "cancelled":
         if not (reason or note):
             raise tx.Invalid("cancelling an order needs a reason")
-        changes = {"closed_at": ctx.now, "dedupe_key": None, "close_reason": reason or note}
-        return store.change(
-            conn,
-            ctx,
-            order,
-            kind="transition",
-            to_state=target,
-            changes=changes,
-            note=note,
-            notify="cancelled",
-        )
+        return move({"closed_at": ctx.now, "dedupe_key": None, "close_reason": reason or note})
     if target == "new" and state in ("resolved", "verified"):
         return reopen(conn, ctx, order, note=note or "reopened by hand")
     if target == "new":
@@ -123,16 +111,7 @@ def transition(
         changes = {"held_from": None, "hold_reason": None}
     if target == "on_site":
         changes["on_site_at"] = ctx.now
-    return store.change(
-        conn,
-        ctx,
-        order,
-        kind="transition",
-        to_state=target,
-        changes=changes,
-        note=note,
-        notify=NOTIFY.get(target),
-    )
+    return move(changes)
 
 
 def _requeue(
