@@ -11,6 +11,8 @@ from fastapi import APIRouter
 from csms import api
 from csms.commands.executor import CommandExecutor
 from csms.context import CsmsContext
+from csms.nodes import NodeIdInUse as NodeIdInUse  # re-exported for the wiring module
+from csms.nodes import NodeLiveness
 from csms.presence import Presence
 from csms.retention import RetentionJob
 from csms.server import OcppServer
@@ -26,12 +28,15 @@ class CsmsRuntime:
     presence: Presence
     server: OcppServer
     retention: RetentionJob
+    liveness: NodeLiveness
 
     @property
     def port(self) -> int | None:
         return self.server.port
 
     async def start(self) -> None:
+        # Claim the node id first: adopting "our" chargers needs the id to be ours.
+        await self.liveness.start()
         await self.presence.start()
         await self.server.start()
         self.retention.start()
@@ -43,6 +48,7 @@ class CsmsRuntime:
         await self.retention.stop()
         await self.server.close()
         await self.presence.stop()
+        await self.liveness.stop()
 
 
 def build(
@@ -56,7 +62,8 @@ def build(
     presence = Presence(ctx)
     ctx.presence = presence
     bus.serve_commands(CommandExecutor(ctx, presence))
-    return CsmsRuntime(ctx, presence, OcppServer(ctx, presence), RetentionJob(ctx))
+    liveness = NodeLiveness(settings, db, committer, bus, clock, on_revived=presence.reassert)
+    return CsmsRuntime(ctx, presence, OcppServer(ctx, presence), RetentionJob(ctx), liveness)
 
 
 def routers() -> list[APIRouter]:

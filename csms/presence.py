@@ -6,6 +6,12 @@ charger that sends nothing for 2 x heartbeat interval + grace has its socket clo
 is offline since its last message. After a restart of this process, chargers recorded
 online get one grace period to reconnect before they are marked offline since their
 last message. Every transition is an event, a metric and a status-history interval.
+
+Several nodes: the ``charger_state`` row belongs to the node named in its ``node_id`` (the
+one the charger connected to last). A node writes a disconnect and marks a charger offline
+only while the row still names it (conditional updates): a charger that reconnected to
+another node within the grace is never marked offline by the node it left. Chargers of a
+node that died are marked offline by the other nodes (:mod:`csms.nodes`).
 """
 
 from __future__ import annotations
@@ -13,10 +19,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.engine import Connection
 
 from csms import state
 from csms.context import CsmsContext
@@ -155,7 +163,7 @@ class Presence:
             )
         ]
         if current:
-            state.charger_state(writes, cid, connected=False, last_seen=session.last_seen)
+            writes.then(self._disconnect_op(cid, session.last_seen))
             if not self._stopping:
                 if session.silent:
                     self._pending[cid] = _Pending(session.last_seen, 0.0, "heartbeat_timeout")
@@ -224,28 +232,137 @@ class Presence:
                     session, 1000, "nothing received for 2 x heartbeat interval + grace"
                 )
 
+    def _disconnect_op(self, charger_id: str, last_seen: datetime) -> Callable[[Connection], None]:
+        table, me = state.CHARGER_STATE, self.ctx.node_id
+
+        def op(conn: Connection) -> None:
+            conn.execute(
+                update(table)
+                .where(table.c.charger_id == charger_id, table.c.node_id == me)
+                .values(connected=False, last_seen=last_seen)
+            )
+
+        return op
+
     async def _expire(self) -> None:
         now = time.monotonic()
         due = [(cid, p) for cid, p in self._pending.items() if p.deadline <= now]
         if not due:
             return
-        writes = WriteSet()
-        events: list[Event] = []
-        at = self.ctx.clock()
+        offline: list[tuple[str, _Pending]] = []
         for cid, pending in due:
             del self._pending[cid]
             if cid in self.sessions or cid not in self._online:
                 continue
             self._online.discard(cid)
-            state.charger_state(
-                writes, cid, online=False, connected=False, offline_since=pending.since
-            )
-            state.history(writes, cid, state.CONNECTIVITY, "", "offline", pending.since)
-            events.append(
-                ChargerOffline(
-                    charger_id=cid, received_at=at, since=pending.since, reason=pending.reason
+            offline.append((cid, pending))
+        if not offline:
+            return
+        writes = WriteSet()
+        writes.then(self._offline_op(offline, self.ctx.clock()))
+        (marked,) = await self.ctx.committer.commit(writes)
+        if marked:
+            metrics.CHARGER_STATE_CHANGES.labels("offline").inc(marked)
+
+    def _offline_op(
+        self, offline: list[tuple[str, _Pending]], at: datetime
+    ) -> Callable[[Connection], int]:
+        """Mark chargers offline that this node still holds (a charger that reconnected to
+        another node meanwhile does not match); stage their events in the same transaction."""
+        table, me, bus = state.CHARGER_STATE, self.ctx.node_id, self.ctx.bus
+
+        def op(conn: Connection) -> int:
+            events: list[Event] = []
+            for cid, pending in offline:
+                done = conn.execute(
+                    update(table)
+                    .where(
+                        table.c.charger_id == cid, table.c.node_id == me, table.c.online.is_(True)
+                    )
+                    .values(online=False, connected=False, offline_since=pending.since)
                 )
+                if not done.rowcount:
+                    continue
+                conn.execute(
+                    state.STATUS_HISTORY.insert().values(
+                        charger_id=cid,
+                        kind=state.CONNECTIVITY,
+                        connector_key="",
+                        status="offline",
+                        started_at=pending.since,
+                    )
+                )
+                events.append(
+                    ChargerOffline(
+                        charger_id=cid, received_at=at, since=pending.since, reason=pending.reason
+                    )
+                )
+            if events:
+                bus.stage_on(conn, events)
+            return len(events)
+
+        return op
+
+    async def reassert(self) -> None:
+        """After this node may have been taken for dead (:mod:`csms.nodes`): chargers it
+        still holds that a sweeper marked offline are online again; a session whose charger
+        meanwhile connected to another node is closed (its commands go there)."""
+        held = list(self.sessions)
+        if not held:
+            return
+        table, me = state.CHARGER_STATE, self.ctx.node_id
+        at = self.ctx.clock()
+        bus = self.ctx.bus
+
+        def op(conn: Connection) -> tuple[list[str], list[str]]:
+            back = [
+                row.charger_id
+                for row in conn.execute(
+                    update(table)
+                    .where(
+                        table.c.charger_id.in_(held),
+                        table.c.node_id == me,
+                        table.c.online.is_(False),
+                    )
+                    .values(online=True, connected=True, offline_since=None)
+                    .returning(table.c.charger_id)
+                )
+            ]
+            elsewhere = list(
+                conn.execute(
+                    select(table.c.charger_id).where(
+                        table.c.charger_id.in_(held), table.c.node_id != me
+                    )
+                ).scalars()
             )
-            metrics.CHARGER_STATE_CHANGES.labels("offline").inc()
-        if events:
-            await record(self.ctx.committer, self.ctx.bus, writes, events)
+            events: list[Event] = []
+            for cid in back:
+                session = self.sessions.get(cid)
+                version = session.ocpp_version if session is not None else "unknown"
+                conn.execute(
+                    state.STATUS_HISTORY.insert().values(
+                        charger_id=cid,
+                        kind=state.CONNECTIVITY,
+                        connector_key="",
+                        status="online",
+                        started_at=at,
+                    )
+                )
+                events.append(ChargerOnline(charger_id=cid, received_at=at, ocpp_version=version))
+            if events:
+                bus.stage_on(conn, events)
+            return back, elsewhere
+
+        writes = WriteSet()
+        writes.then(op)
+        ((back, elsewhere),) = await self.ctx.committer.commit(writes)
+        for cid in back:
+            self._online.add(cid)
+            metrics.CHARGER_STATE_CHANGES.labels("online").inc()
+        for cid in elsewhere:
+            session = self.sessions.get(cid)
+            if session is not None:
+                log.info("charger %s is held by another node; closing this connection", cid)
+                self._close_later(session, 1000, "held by another node")
+        if back:
+            log.warning("%d chargers this node holds were marked offline; online again", len(back))

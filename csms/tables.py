@@ -158,3 +158,16 @@ class MeterValue(Base):
     sampled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())
     sampled_values: Mapped[str] = mapped_column(Text)
+
+
+class CsmsNode(Base):
+    """One csms process of a deployment and its liveness (``csms/nodes.py``): a node beats
+    ``last_beat`` every ``CHARGEOPS_NODE_BEAT_INTERVAL``; one that stops beating is dead
+    and other nodes mark its chargers offline. ``stopped_at`` is set by a clean stop."""
+
+    __tablename__ = "csms_nodes"
+
+    node_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_beat: Mapped[datetime] = mapped_column(UTCDateTime())
+    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     frames_per_second: float = Field(default=200.0, gt=0)
     frame_burst: int = Field(default=400, ge=1)
     call_timeout: float = Field(default=30.0, gt=0)
+    #: csms node liveness (csms/nodes.py): a node that has not beaten for 3 intervals is dead
+    node_beat_interval: float = Field(default=5.0, gt=0, le=300)
 
     allow_unknown_chargers: bool = False
     authorize_accept_all: bool = False
@@ -80,6 +82,17 @@ class Settings(BaseSettings):
     @property
     def tls_enabled(self) -> bool:
         return self.tls_cert is not None
+
+    @property
+    def node_beat_timeout(self) -> float:
+        """Seconds without a beat after which a csms node counts as dead."""
+        return 3 * self.node_beat_interval
+
+    @property
+    def distributed(self) -> bool:
+        """True when processes share work over a network bus (NATS), i.e. several csms
+        nodes may run against one database."""
+        return self.bus_url.startswith("nats://")
 
     @property
     def is_sqlite(self) -> bool:

@@ -131,8 +131,15 @@ class _Uvicorn(uvicorn.Server):
 async def serve(settings: Settings, role: Role = "all") -> None:
     configure_logging(settings.log_level)
     raise_open_file_limit()
-    system = await build_node(settings, role)
-    await system.start()
+    # Only the all-in-one process migrates at start: several distributed processes
+    # starting together would race; they expect `chargeops migrate` to have run.
+    system = await build_node(settings, role, migrate=role == "all")
+    try:
+        await system.start()
+    except csms.bootstrap.NodeIdInUse as exc:
+        log.error("%s", exc)
+        await system.stop()
+        raise SystemExit(2) from exc
     http = _Uvicorn(
         uvicorn.Config(
             system.app,

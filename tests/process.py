@@ -1,4 +1,5 @@
-"""``chargeops serve`` as a real subprocess: free ports, readiness, signals, logs.
+"""``chargeops serve`` (or ``csms`` / ``ticketing``) as a real subprocess: free ports,
+readiness, signals, logs.
 
 Used by the tests that are about the process itself (crash durability, graceful
 shutdown, restart), where running the system in-process would prove nothing.
@@ -55,9 +56,14 @@ def server_env(database_url: str, **settings: Any) -> dict[str, str]:
 
 
 class ServerProcess:
-    """One ``chargeops serve`` child; its stdout and stderr go to ``log_path``."""
+    """One ``chargeops <command>`` child (``serve``, ``csms`` or ``ticketing``); its stdout
+    and stderr go to ``log_path``."""
 
-    def __init__(self, database_url: str, workdir: Path, name: str, **settings: Any) -> None:
+    def __init__(
+        self, database_url: str, workdir: Path, name: str, command: str = "serve", **settings: Any
+    ) -> None:
+        self.name = name
+        self.command = command
         self.http_port = free_port()
         self.ocpp_port = free_port()
         self.log_path = workdir / f"{name}.log"
@@ -72,7 +78,7 @@ class ServerProcess:
         self._log: IO[bytes] = self.log_path.open("wb")
         # cwd: a scratch directory, so that no .env file is picked up.
         self.proc = subprocess.Popen(
-            chargeops_command("serve"),
+            chargeops_command(command),
             env=env,
             cwd=workdir,
             stdout=self._log,
@@ -107,7 +113,9 @@ class ServerProcess:
     def _alive_or_fail(self) -> None:
         code = self.proc.poll()
         if code is not None:
-            raise AssertionError(f"chargeops serve exited with {code}; log:\n{self.log()}")
+            raise AssertionError(
+                f"chargeops {self.command} ({self.name}) exited with {code}; log:\n{self.log()}"
+            )
 
     async def wait_ready(self, attempts: int = 600, delay: float = 0.05) -> None:
         """Poll /readyz until it answers 200 (a bound, not a timing assertion)."""
@@ -118,7 +126,9 @@ class ServerProcess:
                     if (await client.get("/readyz")).status_code == 200:
                         return
                 await asyncio.sleep(delay)
-        raise AssertionError(f"chargeops serve never became ready; log:\n{self.log()}")
+        raise AssertionError(
+            f"chargeops {self.command} ({self.name}) never became ready; log:\n{self.log()}"
+        )
 
     async def connect_ocpp(
         self, charger_id: str, attempts: int = 1000, delay: float = 0.01
@@ -153,7 +163,8 @@ class ServerProcess:
             return await asyncio.to_thread(self.proc.wait, timeout)
         except subprocess.TimeoutExpired:
             raise AssertionError(
-                f"chargeops serve did not exit within {timeout}s; log:\n{self.log()}"
+                f"chargeops {self.command} ({self.name}) did not exit within {timeout}s; "
+                f"log:\n{self.log()}"
             ) from None
 
     def cleanup(self) -> None:
@@ -171,15 +182,18 @@ class ServerPool:
         self.workdir = workdir
         self.servers: list[ServerProcess] = []
 
-    def start(self, database_url: str, **settings: Any) -> ServerProcess:
-        server = ServerProcess(
-            database_url, self.workdir, f"serve-{len(self.servers) + 1}", **settings
-        )
+    def start(
+        self, database_url: str, command: str = "serve", name: str | None = None, **settings: Any
+    ) -> ServerProcess:
+        name = name or f"{command}-{len(self.servers) + 1}"
+        server = ServerProcess(database_url, self.workdir, name, command, **settings)
         self.servers.append(server)
         return server
 
-    async def start_ready(self, database_url: str, **settings: Any) -> ServerProcess:
-        server = self.start(database_url, **settings)
+    async def start_ready(
+        self, database_url: str, command: str = "serve", name: str | None = None, **settings: Any
+    ) -> ServerProcess:
+        server = self.start(database_url, command, name, **settings)
         await server.wait_ready()
         return server
 
@@ -191,4 +205,21 @@ class ServerPool:
         return "\n".join(
             f"===== {s.log_path.name} (pid {s.pid}, exit {s.proc.returncode}) =====\n{s.log()}"
             for s in self.servers
+        )
+
+
+def run_migrate(database_url: str, workdir: Path, **settings: Any) -> None:
+    """``chargeops migrate`` as a child process; raises with its output if it fails."""
+    done = subprocess.run(
+        chargeops_command("migrate"),
+        env=server_env(database_url, **settings),
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise AssertionError(
+            f"chargeops migrate failed ({done.returncode}):\n{done.stdout}{done.stderr}"
         )

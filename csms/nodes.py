@@ -1,0 +1,352 @@
+"""Liveness of csms nodes: the node-id claim, the beat, and the dead-node sweeper.
+
+Every csms node keeps a ``csms_nodes`` row and beats its ``last_beat`` every
+``CHARGEOPS_NODE_BEAT_INTERVAL`` seconds; a node whose last beat is older than the beat
+timeout (3 intervals), or that stopped cleanly (``stopped_at``), is dead. Every node runs
+the sweeper after its beat: the chargers a dead node still holds as online in
+``charger_state`` are marked offline *since their last message* (connectivity history row,
+``ChargerOffline`` with reason ``node_lost``) once the offline grace has passed since the
+dead node's last beat; a charger that reconnected to another node meanwhile carries that
+node's id and is left alone.
+
+Decisions:
+- **Node ids.** ``CHARGEOPS_NODE_ID`` keeps its default (``node-1``) so that a restarted node
+  with a stable id (a StatefulSet pod name, a host name) adopts its chargers
+  (:meth:`csms.presence.Presence.start`). In distributed mode a node refuses to start while
+  another live process holds its id (:class:`NodeIdInUse`): an id whose row was beaten
+  within the beat timeout and not stopped is watched until the timeout has passed since that
+  beat; a new beat means another process holds it, none means its holder died (a SIGKILLed
+  node restarting with the same id waits at most one beat timeout). A clean stop sets
+  ``stopped_at``, so a restart claims the id at once. Embedded mode (one process by
+  construction) claims at once.
+- **No double marking.** The sweeper locks the dead node's row ``FOR UPDATE SKIP LOCKED``
+  (one sweeper per dead node at a time on PostgreSQL; SQLite has one writer anyway) and
+  marks chargers with a conditional ``UPDATE ... WHERE node_id = :dead AND online``: a
+  charger another sweeper already marked, or that reconnected elsewhere, does not match.
+  The event id is deterministic (charger, dead node, since), so a repeat is dropped by the
+  outbox and by JetStream. The events are staged in the same transaction as the update
+  (``Bus.stage_on``). A dead node's row is deleted once none of its chargers is online.
+- **Clocks.** Beats carry the node's own clock: nodes' clocks must agree to well within the
+  beat timeout (NTP).
+- **Coming back.** A node whose beat finds its row gone, or whose previous successful beat
+  is older than the beat timeout (a partition, a long pause), may have been swept: it
+  re-asserts its live sessions (:meth:`csms.presence.Presence.reassert`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import TypeVar
+
+from sqlalchemy import and_, delete, exists, func, insert, literal, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
+
+from csms import state
+from csms.event_ids import stable_event_id
+from csms.tables import CsmsNode
+from services.bus import Bus
+from services.bus.contracts import ChargerOffline
+from services.committer import GroupCommitter, WriteSet
+from services.db import Database, UTCDateTime, table_of
+from services.observability import metrics
+from services.settings import Settings
+from services.tasks import PeriodicTask
+
+log = logging.getLogger(__name__)
+
+NODES = table_of(CsmsNode)
+T = TypeVar("T")
+#: ChargerOffline.reason for chargers of a node that died
+NODE_LOST = "node_lost"
+
+
+class NodeIdInUse(RuntimeError):
+    """Another live process holds this node id (set a unique ``CHARGEOPS_NODE_ID``)."""
+
+
+@dataclass(frozen=True)
+class _Holder:
+    last_beat: datetime
+    stopped_at: datetime | None
+
+
+class Beat(StrEnum):
+    ok = "ok"
+    #: our row was gone (swept as dead) and is back: we may have been marked offline
+    revived = "revived"
+    #: another process claimed our node id since we started
+    taken = "taken"
+
+
+# ------------------------------------------------------------------ operations
+def _upsert(conn: Connection, values: dict[str, object]) -> None:
+    ins = (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(NODES)
+    conn.execute(
+        ins.values(values).on_conflict_do_update(
+            index_elements=[NODES.c.node_id],
+            set_={k: ins.excluded[k] for k in values if k != "node_id"},
+        )
+    )
+
+
+def claim(conn: Connection, node_id: str, now: datetime) -> None:
+    """Make ``node_id`` this process's: started and beaten now, not stopped."""
+    _upsert(conn, {"node_id": node_id, "started_at": now, "last_beat": now, "stopped_at": None})
+
+
+def beat(conn: Connection, node_id: str, started_at: datetime, now: datetime) -> Beat:
+    """Beat our row; re-create it if a sweeper deleted it."""
+    done = conn.execute(
+        update(NODES)
+        .where(NODES.c.node_id == node_id, NODES.c.started_at == started_at)
+        .values(last_beat=now, stopped_at=None)
+    )
+    if done.rowcount:
+        return Beat.ok
+    ins = (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(NODES)
+    created = conn.execute(
+        ins.values(node_id=node_id, started_at=started_at, last_beat=now).on_conflict_do_nothing()
+    )
+    return Beat.revived if created.rowcount else Beat.taken
+
+
+def mark_node_stopped(conn: Connection, node_id: str, started_at: datetime, now: datetime) -> None:
+    conn.execute(
+        update(NODES)
+        .where(NODES.c.node_id == node_id, NODES.c.started_at == started_at)
+        .values(last_beat=now, stopped_at=now)
+    )
+
+
+def sweep(
+    conn: Connection,
+    bus: Bus,
+    *,
+    me: str,
+    now: datetime,
+    beat_timeout: float,
+    grace: float,
+) -> list[ChargerOffline]:
+    """Mark offline the chargers that dead nodes still hold as online; return the events
+    (already staged on ``conn``). Runs inside the caller's transaction."""
+    table = state.CHARGER_STATE
+    stale = now - timedelta(seconds=max(beat_timeout, grace))
+    stopped = now - timedelta(seconds=grace)
+    dead = conn.execute(
+        select(NODES.c.node_id, NODES.c.last_beat)
+        .where(
+            NODES.c.node_id != me,
+            or_(
+                NODES.c.last_beat < stale,
+                and_(NODES.c.stopped_at.is_not(None), NODES.c.last_beat <= stopped),
+            ),
+        )
+        .order_by(NODES.c.node_id)
+        .with_for_update(skip_locked=True)
+    ).all()
+    events: list[ChargerOffline] = []
+    for node in dead:
+        events.extend(_sweep_node(conn, node.node_id, node.last_beat, now))
+        conn.execute(
+            delete(NODES).where(
+                NODES.c.node_id == node.node_id,
+                NODES.c.last_beat == node.last_beat,
+                ~exists().where(table.c.node_id == node.node_id, table.c.online.is_(True)),
+            )
+        )
+    if events:
+        bus.stage_on(conn, events)
+    return events
+
+
+def _sweep_node(
+    conn: Connection, dead_id: str, last_beat: datetime, now: datetime
+) -> list[ChargerOffline]:
+    table = state.CHARGER_STATE
+    marked = conn.execute(
+        update(table)
+        .where(table.c.node_id == dead_id, table.c.online.is_(True))
+        .values(
+            online=False,
+            connected=False,
+            offline_since=func.coalesce(table.c.last_seen, literal(last_beat, UTCDateTime())),
+        )
+        .returning(table.c.charger_id, table.c.offline_since)
+    ).all()
+    if not marked:
+        return []
+    log.warning(
+        "csms node %s is dead (last beat %s): %d chargers it held are offline",
+        dead_id,
+        last_beat.isoformat(),
+        len(marked),
+    )
+    conn.execute(
+        insert(state.STATUS_HISTORY),
+        [
+            {
+                "charger_id": row.charger_id,
+                "kind": state.CONNECTIVITY,
+                "connector_key": "",
+                "status": "offline",
+                "started_at": row.offline_since,
+            }
+            for row in marked
+        ],
+    )
+    return [
+        ChargerOffline(
+            event_id=stable_event_id(
+                "ChargerOffline", row.charger_id, dead_id, row.offline_since.isoformat()
+            ),
+            charger_id=row.charger_id,
+            received_at=now,
+            since=row.offline_since,
+            reason=NODE_LOST,
+        )
+        for row in marked
+    ]
+
+
+# ------------------------------------------------------------------ the loop
+class NodeLiveness:
+    """Claims this node's id, beats it and sweeps dead nodes' chargers every interval."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        committer: GroupCommitter,
+        bus: Bus,
+        clock: Callable[[], datetime],
+        *,
+        on_revived: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        if not bus.supports_stage_on:
+            raise ValueError("node liveness needs a bus that can stage events in a transaction")
+        self.settings = settings
+        self.node_id = settings.node_id
+        self._db = db
+        self._committer = committer
+        self._bus = bus
+        self._clock = clock
+        self._on_revived = on_revived
+        self.started_at: datetime | None = None
+        self._last_ok: float = 0.0
+        self._loop = PeriodicTask(
+            self.tick,
+            settings.node_beat_interval,
+            name="csms-node-liveness",
+            logger=log,
+            failure="node beat or sweep failed",
+        )
+
+    @property
+    def _timeout(self) -> float:
+        return self.settings.node_beat_timeout
+
+    async def start(self) -> None:
+        """Claim the node id (see the module notes), then beat and sweep in the background."""
+        if self.settings.distributed:
+            await self._wait_for_holder()
+        now = self._clock()
+        await self._run(lambda conn: claim(conn, self.node_id, now))
+        self.started_at = now
+        self._last_ok = time.monotonic()
+        self._loop.start()
+
+    async def stop(self, *, mark_stopped: bool = True) -> None:
+        """Stop beating; a clean stop marks the node stopped so that its chargers are swept
+        after the grace (and a restart claims the id at once). ``mark_stopped=False`` leaves
+        the row as a crash would: the node is dead once its beats are overdue."""
+        await self._loop.stop()
+        if mark_stopped and self.started_at is not None:
+            started, now = self.started_at, self._clock()
+            await self._run(lambda conn: mark_node_stopped(conn, self.node_id, started, now))
+
+    async def tick(self) -> None:
+        """One beat and one sweep (the loop's job; tests call it directly)."""
+        await self.beat_once()
+        await self.sweep_once()
+
+    async def beat_once(self) -> Beat:
+        assert self.started_at is not None, "start() first"
+        started, now = self.started_at, self._clock()
+        late = time.monotonic() - self._last_ok > self._timeout
+        result: Beat = await self._run(lambda conn: beat(conn, self.node_id, started, now))
+        if result is Beat.taken:
+            log.error(
+                "csms node id %s was claimed by another process; set a unique CHARGEOPS_NODE_ID",
+                self.node_id,
+            )
+            return result
+        self._last_ok = time.monotonic()
+        if (result is Beat.revived or late) and self._on_revived is not None:
+            log.warning(
+                "csms node %s beat late or was swept; re-asserting its chargers", self.node_id
+            )
+            await self._on_revived()
+        return result
+
+    async def sweep_once(self) -> list[ChargerOffline]:
+        now, grace = self._clock(), self.settings.offline_grace
+        events: list[ChargerOffline] = await self._run(
+            lambda conn: sweep(
+                conn, self._bus, me=self.node_id, now=now, beat_timeout=self._timeout, grace=grace
+            )
+        )
+        if events:
+            metrics.CHARGER_STATE_CHANGES.labels("offline").inc(len(events))
+        return events
+
+    async def _wait_for_holder(self) -> None:
+        first = await self._read()
+        if first is None or first.stopped_at is not None:
+            return
+        age = (self._clock() - first.last_beat).total_seconds()
+        if age >= self._timeout:
+            return
+        log.info(
+            "csms node id %s was beaten %.1fs ago; waiting up to %.1fs to see whether its "
+            "holder is alive",
+            self.node_id,
+            age,
+            self._timeout - age,
+        )
+        deadline = time.monotonic() + self._timeout - age
+        poll = min(1.0, self.settings.node_beat_interval / 5)
+        while time.monotonic() < deadline:
+            await asyncio.sleep(poll)
+            row = await self._read()
+            if row is None or row.stopped_at is not None:
+                return
+            if row.last_beat != first.last_beat:
+                raise NodeIdInUse(
+                    f"csms node id {self.node_id!r} is held by a live process (it beat at "
+                    f"{row.last_beat.isoformat()}); give each node its own CHARGEOPS_NODE_ID"
+                )
+
+    async def _read(self) -> _Holder | None:
+        async with self._db.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(NODES.c.last_beat, NODES.c.stopped_at).where(
+                        NODES.c.node_id == self.node_id
+                    )
+                )
+            ).first()
+        return None if row is None else _Holder(row.last_beat, row.stopped_at)
+
+    async def _run(self, op: Callable[[Connection], T]) -> T:
+        writes = WriteSet()
+        writes.then(op)
+        (result,) = await self._committer.commit(writes)
+        return result  # type: ignore[no-any-return]
