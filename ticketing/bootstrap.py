@@ -52,7 +52,7 @@ def build(
 ) -> TicketingRuntime:
     thresholds = Thresholds.from_settings(settings)
     intake = WorkOrderIntake(committer, bus, clock, thresholds, db)
-    bus.subscribe(CONSUMER, EVENT_TYPES, intake.handle)
+    bus.subscribe_batch(CONSUMER, EVENT_TYPES, intake.handle, intake.handle_batch)
     scanner = Scanner(committer, db, bus, clock, thresholds, settings.ticketing_scan_interval)
     webhooks = WebhookDeliverer(db, committer, clock)
     remediation = RemediationRunner(

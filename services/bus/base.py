@@ -28,6 +28,7 @@ from services.commands.contracts import CommandReply, CommandRequest
 from services.committer import GroupCommitter, WriteSet
 
 EventHandler = Callable[[Event], Awaitable[None]]
+BatchHandler = Callable[[Sequence[Event]], Awaitable[None]]
 CommandHandler = Callable[[CommandRequest], Awaitable[CommandReply]]
 
 
@@ -64,6 +65,18 @@ class Bus(ABC):
     @abstractmethod
     def subscribe(self, consumer: str, types: Iterable[str], handler: EventHandler) -> None:
         """Register a durable consumer for event ``types`` (call before ``start``)."""
+
+    def subscribe_batch(
+        self,
+        consumer: str,
+        types: Iterable[str],
+        handler: EventHandler,
+        batch_handler: BatchHandler,  # noqa: ARG002 (a backend without pages ignores it)
+    ) -> None:
+        """Like :meth:`subscribe`; a backend that reads events in pages may hand a page to
+        ``batch_handler`` at once (one call: all handled or, if it raises, the page is
+        delivered again one event at a time through ``handler``). Default: ``handler``."""
+        self.subscribe(consumer, types, handler)
 
     @abstractmethod
     async def ping(self) -> None:

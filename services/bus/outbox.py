@@ -15,12 +15,13 @@ import asyncio
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.bus.base import Bus, CommandHandler, EventHandler
+from services.bus.base import BatchHandler, Bus, CommandHandler, EventHandler
 from services.bus.command_call import call_executor
 from services.bus.contracts import Event, parse_event
 from services.bus.staging import OUTBOX, outbox_row, write_outbox
@@ -44,6 +45,7 @@ class _Consumer:
     wake: asyncio.Event
     task: asyncio.Task[None] | None = None
     saved: int = 0
+    batch: BatchHandler | None = None
 
 
 class OutboxBus(Bus):
@@ -56,6 +58,7 @@ class OutboxBus(Bus):
         *,
         engine: AsyncEngine | None = None,
         page_size: int = 500,
+        batch_size: int = 50,
         max_attempts: int = 8,
         retry_delay: float = 0.25,
         max_retry_delay: float = 30.0,
@@ -64,6 +67,9 @@ class OutboxBus(Bus):
         self._committer = committer
         self._engine = engine if engine is not None else committer.engine
         self._page_size = page_size
+        #: events per batch-handler call: one transaction each, kept small so the
+        #: writer is never held long while chargers wait for their answers
+        self._batch_size = batch_size
         self._max_attempts = max_attempts
         self._retry_delay = retry_delay
         self._max_retry_delay = max_retry_delay
@@ -100,6 +106,16 @@ class OutboxBus(Bus):
         self._consumers[consumer] = _Consumer(consumer, frozenset(types), handler, asyncio.Event())
         if self._started:
             self._start_consumer(self._consumers[consumer])
+
+    def subscribe_batch(
+        self,
+        consumer: str,
+        types: Iterable[str],
+        handler: EventHandler,
+        batch_handler: BatchHandler,
+    ) -> None:
+        self.subscribe(consumer, types, handler)
+        self._consumers[consumer].batch = batch_handler
 
     async def start(self) -> None:
         self._started = True
@@ -208,8 +224,11 @@ class OutboxBus(Bus):
                     )
                 ).all()
             metrics.child(metrics.OUTBOX_BACKLOG, consumer.name).set(newest - position)
-            for row in rows:
-                await self._deliver(consumer, row.event_id, row.type, row.payload)
+            for start in range(0, len(rows), self._batch_size):
+                chunk = rows[start : start + self._batch_size]
+                if consumer.batch is None or not await self._deliver_batch(consumer, chunk):
+                    for row in chunk:
+                        await self._deliver(consumer, row.event_id, row.type, row.payload)
             full_page = len(rows) == self._page_size
             new_position = rows[-1].seq if full_page else newest
             if rows or new_position - consumer.saved >= self._page_size * 20:
@@ -219,6 +238,26 @@ class OutboxBus(Bus):
             metrics.child(metrics.OUTBOX_BACKLOG, consumer.name).set(newest - position)
             if not full_page:
                 return position
+
+    async def _deliver_batch(self, consumer: _Consumer, rows: Sequence[Any]) -> bool:
+        """Hand ``rows`` to the consumer's batch handler; False (deliver one by one, with
+        retries and dead letters) if it raised."""
+        assert consumer.batch is not None
+        try:
+            await consumer.batch([parse_event(row.payload) for row in rows])
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning(
+                "bus consumer %s: a batch of %d failed (%s: %s); delivering one by one",
+                consumer.name,
+                len(rows),
+                type(exc).__name__,
+                exc,
+            )
+            return False
+        metrics.EVENTS_DELIVERED.labels(consumer.name, "ok").inc(len(rows))
+        return True
 
     async def _deliver(self, consumer: _Consumer, event_id: str, type_: str, payload: str) -> None:
         error = ""

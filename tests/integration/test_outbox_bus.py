@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from sqlalchemy import func, select
@@ -139,3 +140,40 @@ async def test_consumer_only_gets_its_types(db: Database) -> None:
 
 async def _value(value: bool) -> bool:
     return value
+
+
+async def test_batch_handler_gets_pages_and_a_failing_batch_goes_one_by_one(
+    db: Database,
+) -> None:
+    committer = GroupCommitter(db.engine)
+    committer.start()
+    bus = OutboxBus(committer, retry_delay=0.01, max_attempts=3, idle_poll=0.05, batch_size=4)
+    batches: list[list[str]] = []
+    singles: list[str] = []
+    poison = online(3)
+
+    async def one(event: Event) -> None:
+        if event.event_id == poison.event_id:
+            raise ValueError("poison")
+        singles.append(event.event_id)
+
+    async def batch(events: Sequence[Event]) -> None:
+        ids = [e.event_id for e in events]
+        if poison.event_id in ids:
+            raise ValueError("a bad event in the batch")
+        batches.append(ids)
+
+    bus.subscribe_batch("paged", {"ChargerOnline"}, one, batch)
+    events = [poison if n == 3 else online(n) for n in range(10)]
+    await bus.publish(events)  # committed before the consumer starts: one page of 10
+    await bus.start()
+    ids = [e.event_id for e in events]
+    await eventually(lambda: _value(len(singles) == 3 and len(batches) == 2))
+    await _stop(committer, bus)
+    # Pages of at most 4: [0-3] holds the poison -> delivered one by one (3 good, 1 dead
+    # letter); [4-7] and [8-9] as batches.
+    assert batches == [ids[4:8], ids[8:10]]
+    assert singles == [i for i in ids[0:4] if i != poison.event_id]
+    async with db.session() as session:
+        [letter] = (await session.execute(select(DeadLetter))).scalars().all()
+    assert letter.event_id == poison.event_id
