@@ -10,6 +10,7 @@ import contextlib
 import os
 import shutil
 import socket
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -27,8 +28,8 @@ from services.db import Database
 from services.migrations import upgrade
 from services.settings import Settings
 from services.wiring import AllInOne, build_all_in_one
+from tests.process import ADMIN_TOKEN, ServerPool
 
-ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
 PG_HOST = os.environ.get("CHARGEOPS_TEST_PG_HOST", "127.0.0.1")
 PG_ADMIN_URL = f"postgresql://postgres@{PG_HOST}:5432/postgres"
 REQUIRE_SERVICES = os.environ.get("CHARGEOPS_TEST_REQUIRE_SERVICES") == "1"
@@ -194,6 +195,20 @@ def system_factory(database_url: str) -> SystemFactory:
 async def running(system_factory: SystemFactory) -> AsyncIterator[Running]:
     async with system_factory() as r:
         yield r
+
+
+# ------------------------------------------------------------------ server processes
+@pytest.fixture
+def servers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServerPool]:
+    """Starts ``chargeops`` children; kills leftovers, shows their logs on failure."""
+    failed_before = request.session.testsfailed
+    pool = ServerPool(tmp_path)
+    try:
+        yield pool
+    finally:
+        pool.cleanup()
+        if request.session.testsfailed > failed_before:
+            sys.stdout.write(pool.logs())
 
 
 # ------------------------------------------------------------------ charge points

@@ -20,8 +20,7 @@ from typing import IO, Any
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.conftest import ADMIN_TOKEN
-
+ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
 BIN = Path(sys.executable).parent
 
 

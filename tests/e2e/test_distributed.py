@@ -20,9 +20,8 @@ import contextlib
 import sys
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -38,7 +37,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from csms.protocol.routing import on
-from tests.conftest import PG_ADMIN_URL, PG_HOST, need_service
+from tests.conftest import PG_ADMIN_URL, PG_HOST, eventually, need_service
 from tests.process import ServerPool, ServerProcess, run_migrate
 
 pytestmark = [pytest.mark.postgres, pytest.mark.nats]
@@ -67,6 +66,9 @@ ERROR_CODES = [
     "OtherError",
 ]
 FaultKey = tuple[str, str]  # charger id, connector
+
+#: processes are slower to settle than an in-process system: poll up to a minute
+SLOW = {"attempts": 240, "delay": 0.25}
 
 
 class Station(ChargePoint16):
@@ -180,18 +182,6 @@ async def bus_url() -> AsyncIterator[str]:
 
 
 @pytest.fixture
-def servers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServerPool]:
-    failed_before = request.session.testsfailed
-    pool = ServerPool(tmp_path)
-    try:
-        yield pool
-    finally:
-        pool.cleanup()
-        if request.session.testsfailed > failed_before:
-            sys.stdout.write(pool.logs())
-
-
-@pytest.fixture
 async def chargers() -> AsyncIterator[list[Charger]]:
     fleet = [Charger(i) for i in range(N_CHARGERS)]
     yield fleet
@@ -199,19 +189,6 @@ async def chargers() -> AsyncIterator[list[Charger]]:
 
 
 # ------------------------------------------------------------------ helpers
-async def poll(
-    check: Callable[[], Awaitable[Any]], *, attempts: int = 240, delay: float = 0.25
-) -> Any:
-    """Poll ``check`` until it returns a truthy value (a bound, not a timing assertion)."""
-    last: Any = None
-    for _ in range(attempts):
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(delay)
-    raise AssertionError(f"condition not met; last value: {last!r}")
-
-
 async def bounded(limit: int, jobs: list[Awaitable[Any]]) -> list[Any]:
     gate = asyncio.Semaphore(limit)
 
@@ -305,8 +282,8 @@ async def test_two_csms_nodes_two_ticketing_replicas_survive_a_node_kill(
         await bounded(50, [c.connect(node_a) for c in on_a] + [c.connect(node_b) for c in on_b])
 
         # Both replicas see both nodes' chargers online; commands reach both nodes.
-        assert await poll(lambda: online(api2, on_a[0].id))
-        assert await poll(lambda: online(api1, on_b[0].id))
+        assert await eventually(lambda: online(api2, on_a[0].id), **SLOW)
+        assert await eventually(lambda: online(api1, on_b[0].id), **SLOW)
         for api, charger, node in ((api2, on_a[0], "csms-a"), (api1, on_b[0], "csms-b")):
             reply = await trigger(api, charger.id)
             assert (reply["outcome"], reply["status"], reply["node_id"]) == (
@@ -357,7 +334,9 @@ async def test_two_csms_nodes_two_ticketing_replicas_survive_a_node_kill(
         # Presence: the dead node's chargers that stayed away are offline (swept by csms-b
         # once csms-a's beats were overdue and the grace had passed); the rest are online.
         for charger in on_a[:STAY_AWAY]:
-            await poll(lambda cid=charger.id: _not(online(api1, cid)))
+            await eventually(
+                lambda cid=charger.id: _not(online(api1, cid)), attempts=240, delay=0.25
+            )
         assert all(await asyncio.gather(*(online(api2, c.id) for c in on_a[STAY_AWAY:])))
         assert all(await asyncio.gather(*(online(api1, c.id) for c in on_b)))
 
@@ -369,7 +348,9 @@ async def test_two_csms_nodes_two_ticketing_replicas_survive_a_node_kill(
             missing = [k for k, n in answered.items() if seen[k] < n]
             return None if missing else seen
 
-        reports: Counter[FaultKey] = await poll(reports_cover_answers)
+        reports: Counter[FaultKey] = await eventually(
+            reports_cover_answers, attempts=240, delay=0.25
+        )
 
         async def orders_settled() -> list[dict[str, Any]] | None:
             orders = await all_pages(api2, "/api/v1/work-orders", 500)
@@ -378,7 +359,7 @@ async def test_two_csms_nodes_two_ticketing_replicas_survive_a_node_kill(
                 occurrences[(o["charger_id"], o["connector"])] += o["occurrences"]
             return orders if all(occurrences[k] >= n for k, n in reports.items()) else None
 
-        orders = await poll(orders_settled)
+        orders = await eventually(orders_settled, **SLOW)
         per_key = Counter((o["charger_id"], o["connector"], o["category"]) for o in orders)
         assert [k for k, n in per_key.items() if n > 1] == []
         by_place: dict[FaultKey, list[dict[str, Any]]] = {}
@@ -395,7 +376,7 @@ async def test_two_csms_nodes_two_ticketing_replicas_survive_a_node_kill(
             assert r.status_code == 200, r.text
             return bool(r.json()["total"] >= len(orders))
 
-        await poll(all_breached)
+        await eventually(all_breached, **SLOW)
         details = await bounded(
             20, [_detail(api1 if i % 2 else api2, o["id"]) for i, o in enumerate(orders)]
         )

@@ -14,7 +14,7 @@ import sqlite3
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -55,19 +55,6 @@ ERROR_CODES = [
     "InternalError",
     "OtherError",
 ]
-
-
-@pytest.fixture
-def servers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServerPool]:
-    """Starts ``chargeops serve`` children; kills leftovers, shows their logs on failure."""
-    failed_before = request.session.testsfailed
-    pool = ServerPool(tmp_path)
-    try:
-        yield pool
-    finally:
-        pool.cleanup()
-        if request.session.testsfailed > failed_before:
-            sys.stdout.write(pool.logs())
 
 
 @pytest.fixture
