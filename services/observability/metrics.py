@@ -182,14 +182,14 @@ DISPATCH_QUEUE = Gauge(
 )
 SLA_WARNINGS = Counter(
     "chargeops_sla_warnings_total",
-    "SLA warnings fired (once per order and target), by target",
-    ["target"],
+    "SLA warnings fired (once per order and target), by target and the order's priority",
+    ["target", "priority"],
     registry=REGISTRY,
 )
 SLA_BREACHES = Counter(
     "chargeops_sla_breaches_total",
-    "SLA breaches fired (once per order and target), by target",
-    ["target"],
+    "SLA breaches fired (once per order and target), by target and the priority breached",
+    ["target", "priority"],
     registry=REGISTRY,
 )
 

@@ -610,7 +610,9 @@ async def _metrics(api: httpx.AsyncClient) -> Samples:
 
 
 def _value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
+    """The sum of ``name``'s series whose labels include ``labels``."""
+    want = frozenset(labels.items())
+    return sum(v for (n, have), v in samples.items() if n == name and want <= have)
 
 
 def _by_label(samples: Samples, name: str) -> dict[frozenset[tuple[str, str]], float]:

@@ -151,7 +151,8 @@ def _due_text(clock: sla.Clock) -> str:
 
 def _warned(conn: Connection, ctx: OpContext, order: store.Order, clock: sla.Clock) -> store.Order:
     target = clock.target
-    ctx.later(lambda: metrics.SLA_WARNINGS.labels(target).inc())
+    priority = str(order["priority"])
+    ctx.later(lambda: metrics.SLA_WARNINGS.labels(target, priority).inc())
     return store.change(
         conn,
         ctx.as_actor("system:sla"),
@@ -167,7 +168,8 @@ def _breached(
     conn: Connection, ctx: OpContext, order: store.Order, clock: sla.Clock
 ) -> store.Order:
     target = clock.target
-    ctx.later(lambda: metrics.SLA_BREACHES.labels(target).inc())
+    priority = str(order["priority"])  # the priority that was breached (before raising it)
+    ctx.later(lambda: metrics.SLA_BREACHES.labels(target, priority).inc())
     policy = get_policy(conn, order["sla_policy_id"]) if order["sla_policy_id"] else None
     contact = _contacts(conn, order, policy.escalation_contact if policy is not None else None)
     new_priority = raised(order["priority"])
