@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import exists, select
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -311,32 +312,57 @@ def _is_flip(event: ConnectorStatusChanged) -> bool:
     )
 
 
-def relevant(conn: Connection, event: Event) -> bool:
-    """Could ``event`` change anything? A read-only check before the write transaction.
+PREFILTERED = (ConnectorStatusChanged, ChargerOnline, ChargerConnected)
+
+
+@dataclass
+class Known:
+    """What the pre-check needs, read once for a batch of events (or live for one event).
+
+    ``live``: chargers whose events must be checked against the database itself, because
+    an event of this batch may already have changed them."""
+
+    open_ports: set[tuple[str, str]] = field(default_factory=set)
+    assets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    live: set[str] = field(default_factory=set)
+
+    @classmethod
+    def read(cls, conn: Connection, events: Sequence[Event]) -> Known:
+        live = {e.charger_id for e in events if not isinstance(e, PREFILTERED)}
+        ids = {e.charger_id for e in events if isinstance(e, PREFILTERED)} - live
+        known = cls(live=live)
+        if not ids:
+            return known
+        rows = conn.execute(
+            select(WORK_ORDERS.c.charger_id, WORK_ORDERS.c.connector).where(
+                WORK_ORDERS.c.charger_id.in_(ids),
+                WORK_ORDERS.c.source == "fault",
+                WORK_ORDERS.c.state.in_(ACTIVE),
+            )
+        ).all()
+        known.open_ports = {(str(c), str(k)) for c, k in rows}
+        assets = conn.execute(select(ASSETS).where(ASSETS.c.charger_id.in_(ids))).mappings()
+        known.assets = {str(r["charger_id"]): dict(r) for r in assets}
+        return known
+
+
+def relevant(conn: Connection, event: Event, known: Known | None = None) -> bool:
+    """Could ``event`` change anything? A read-only check before any write.
 
     Decision: most events of a healthy fleet (status changes of working connectors,
     reconnects of chargers already known online) change nothing here; skipping them
-    without a write keeps this consumer from queueing a transaction per status frame.
-    Skipping is safe only because such an event has no effect at all."""
+    keeps this consumer from spending a transaction (or, in a batch, queries) on each
+    status frame. Skipping is safe only because such an event has no effect at all."""
+    if known is None or event.charger_id in known.live:
+        known = Known.read(conn, [event])
     if isinstance(event, ConnectorStatusChanged):
         if _is_flip(event):
             return True
         if event.status not in HEALTHY:
             return False
-        return bool(
-            conn.execute(
-                select(
-                    exists().where(
-                        WORK_ORDERS.c.charger_id == event.charger_id,
-                        WORK_ORDERS.c.connector == event.connector.key,
-                        WORK_ORDERS.c.source == "fault",
-                        WORK_ORDERS.c.state.in_(ACTIVE),
-                    )
-                )
-            ).scalar()
-        )
+        return (event.charger_id, event.connector.key) in known.open_ports
     if isinstance(event, ChargerOnline | ChargerConnected):
-        asset = _asset(conn, event.charger_id)
+        asset = known.assets.get(event.charger_id)
         return not (
             asset
             and asset["online"]
@@ -369,12 +395,14 @@ class WorkOrderIntake:
         )
 
         def apply(conn: Connection, ctx: OpContext) -> None:
+            known = Known.read(conn, events)
             for event in events:
                 handler = ROUTES.get(type(event))
-                if handler is None or not relevant(conn, event):
+                if handler is None or not relevant(conn, event, known):
                     continue
                 if _first_delivery(conn, event, ctx.now):
                     handler(conn, ctx, event)
+                    known.live.add(event.charger_id)  # later events see its effects live
 
         await store.run(self.committer, ctx, apply)
 
