@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from sqlalchemy.engine import Connection
 
 from services.bus.contracts import Event
+from services.bus.staging import OUTBOX, history_row
 from services.commands.contracts import CommandReply, CommandRequest
 from services.committer import GroupCommitter, WriteSet
 
@@ -39,6 +40,9 @@ class UnsupportedBusURL(ValueError):
 class Bus(ABC):
     #: True when events can ride in the same database transaction as state writes.
     transactional_outbox: bool = False
+    #: True when ``record`` also keeps events it publishes as ``bus_outbox`` history rows
+    #: (a bus that is not the outbox itself but shares the database, e.g. NATS).
+    history_in_outbox: bool = False
     #: True when ``stage_on`` works: events written in a domain transaction get published.
     supports_stage_on: bool = False
 
@@ -119,6 +123,9 @@ async def record(
         if writes:
             await committer.commit(writes)
         return
+    if events and bus.history_in_outbox:
+        for event in events:  # the charger's event history (GET .../events), not relayed
+            writes.insert_ignore(OUTBOX, history_row(event))
     if writes and events:
         await asyncio.gather(committer.commit(writes), bus.publish(events))
     elif writes:

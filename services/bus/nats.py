@@ -115,6 +115,7 @@ class NatsBus(Bus):
         self._commands = CommandRoutes(self.subjects, grace=command_grace)
         self._relay: OutboxRelay | None = None
         self.supports_stage_on = committer is not None
+        self.history_in_outbox = committer is not None
         self._staged = False
         #: late consumer starts and post-reconnect restores (kept: the loop holds tasks weakly)
         self._background: set[asyncio.Task[None]] = set()
@@ -125,6 +126,11 @@ class NatsBus(Bus):
             committer.on_commit(self._after_commit)
 
     # ------------------------------------------------------------------ lifecycle
+    @property
+    def relay(self) -> OutboxRelay | None:
+        """The outbox relay of this bus (None without a committer)."""
+        return self._relay
+
     async def start(self) -> None:
         if self._nc is not None:
             return

@@ -82,6 +82,8 @@ class OutboxRelay:
         self._cursor_ready = False
         #: seqs past the cursor this process has published (beyond a young gap)
         self._sent: set[int] = set()
+        #: rows this relay published so far (history rows are never among them)
+        self.published_rows = 0
         #: first row after a gap -> when it was first seen (monotonic)
         self._gaps: dict[int, float] = {}
 
@@ -132,19 +134,28 @@ class OutboxRelay:
             position = await self._claim(conn, locking)
             if position is None:
                 return False  # another relay holds the cursor this round
-            rows = [
-                StagedEvent(r.seq, r.event_id, r.type, r.payload)
-                for r in await conn.execute(
-                    select(OUTBOX.c.seq, OUTBOX.c.event_id, OUTBOX.c.type, OUTBOX.c.payload)
+            page = (
+                await conn.execute(
+                    select(
+                        OUTBOX.c.seq,
+                        OUTBOX.c.event_id,
+                        OUTBOX.c.type,
+                        OUTBOX.c.payload,
+                        OUTBOX.c.published,
+                    )
                     .where(OUTBOX.c.seq > position)
                     .order_by(OUTBOX.c.seq)
                     .limit(self._page_size)
                 )
-            ]
-            fresh = [row for row in rows if row.seq not in self._sent]
+            ).all()
+            rows = [StagedEvent(r.seq, r.event_id, r.type, r.payload) for r in page]
+            # History rows (published by their producer) only move the cursor.
+            history = {r.seq for r in page if r.published}
+            fresh = [row for row in rows if row.seq not in self._sent | history]
             if fresh:
                 await self._publish(fresh)
                 self._sent.update(row.seq for row in fresh)
+                self.published_rows += len(fresh)
             new = self._safe_position(position, [row.seq for row in rows])
             newest = (await conn.execute(select(func.max(OUTBOX.c.seq)))).scalar() or 0
             metrics.child(metrics.OUTBOX_BACKLOG, self._name).set(max(0, newest - new))

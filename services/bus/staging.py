@@ -30,6 +30,11 @@ def outbox_row(event: Event) -> dict[str, object]:
     }
 
 
+def history_row(event: Event) -> dict[str, object]:
+    """An event its producer publishes itself, kept as history (the relay skips it)."""
+    return {**outbox_row(event), "published": True}
+
+
 def write_outbox(conn: Connection, events: Sequence[Event]) -> None:
     """Insert ``events`` on ``conn`` in its open transaction; an event id already there is
     skipped (events a charger may cause twice carry a deterministic id)."""

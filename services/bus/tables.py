@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Index, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, Index, Integer, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from services.db import Base, UTCDateTime
@@ -23,6 +23,9 @@ class OutboxEvent(Base):
     charger_id: Mapped[str] = mapped_column(String(48))
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())
     payload: Mapped[str] = mapped_column(Text)
+    #: already published by its producer (NATS mode keeps the row as the charger's event
+    #: history only): the outbox relay skips it
+    published: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     __table_args__ = (Index("ix_bus_outbox_charger_seq", "charger_id", "seq"),)
 

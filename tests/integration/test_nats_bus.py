@@ -50,6 +50,7 @@ from tests.conftest import (
     REQUIRE_SERVICES,
     SystemFactory,
     charge_point,
+    charger_events,
     eventually,
     need_service,
     port_open,
@@ -651,6 +652,30 @@ async def test_the_system_on_nats_routes_commands_to_the_charger(
             return "no csms node holds" in r.json()["detail"]
 
         await eventually(offline_without_a_route)
+
+        # The charger's event history (GET .../events) is kept in NATS mode too: the
+        # events csms published are history rows in bus_outbox, which the relay skips.
+        async def history() -> list[str] | None:
+            types = [e["type"] for e in await charger_events(running, cid)]
+            return types if types.count("ChargerDisconnected") == 2 else None
+
+        types = await eventually(history)
+        assert types.count("ChargerConnected") == 2
+        relay = running.system.bus.relay
+        assert relay is not None
+        async with running.system.db.engine.connect() as conn:
+            staged, history_rows = (
+                await conn.execute(
+                    select(
+                        func.count().filter(OUTBOX.c.published.is_(False)),
+                        func.count().filter(OUTBOX.c.published.is_(True)),
+                    )
+                )
+            ).one()
+        assert history_rows >= 4  # the connects and disconnects above
+        # The relay publishes the staged rows (e.g. ChargerOffline from presence), never
+        # the history rows.
+        await eventually(lambda: _flag(relay.published_rows == staged))
 
 
 # ------------------------------------------------------------------ losing the server
