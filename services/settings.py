@@ -51,6 +51,7 @@ class Settings(BaseSettings):
 
     admin_token: SecretStr | None = None
     message_log_retention_days: int = Field(default=30, ge=0)
+    event_retention_days: int = Field(default=30, ge=0)
     commit_batch_size: int = Field(default=200, ge=1, le=5000)
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     log_level: str = "INFO"

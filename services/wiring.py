@@ -22,6 +22,7 @@ import csms.bootstrap
 import ticketing.bootstrap
 from services.api_auth import seed_admin_token
 from services.bus import Bus, create_bus
+from services.bus.retention import cutoff, prune_outbox
 from services.clock import Clock, SystemClock
 from services.committer import GroupCommitter
 from services.db import Database
@@ -31,6 +32,7 @@ from services.limits import raise_open_file_limit
 from services.migrations import upgrade_async
 from services.observability.logging import configure as configure_logging
 from services.settings import Settings
+from services.tasks import PeriodicTask
 
 log = logging.getLogger(__name__)
 
@@ -56,15 +58,20 @@ class Node:
     ticketing: ticketing.bootstrap.TicketingRuntime | None
     app: FastAPI
     clock: Clock
+    event_retention: PeriodicTask | None = None
 
     async def start(self) -> None:
         if self.ticketing is not None:
             await self.ticketing.start()
+        if self.event_retention is not None:
+            self.event_retention.start()
         await self.bus.start()
         if self.csms is not None:
             await self.csms.start()
 
     async def stop(self) -> None:
+        if self.event_retention is not None:
+            await self.event_retention.stop()
         if self.csms is not None:
             await self.csms.stop_accepting()
             await self.csms.stop()
@@ -111,7 +118,22 @@ async def build_node(
         command_authorizer=ticketing_rt.command_access if ticketing_rt else None,
         api=ticketing_rt is not None,
     )
-    return Node(role, settings, db, committer, bus, csms_rt, ticketing_rt, app, clock)
+    node = Node(role, settings, db, committer, bus, csms_rt, ticketing_rt, app, clock)
+    if settings.event_retention_days > 0:
+        node.event_retention = PeriodicTask(
+            lambda: _prune_events(db, clock, settings.event_retention_days),
+            3600.0,
+            name="event-retention",
+            logger=log,
+            failure="event retention failed",
+        )
+    return node
+
+
+async def _prune_events(db: Database, clock: Clock, days: int) -> None:
+    deleted = await prune_outbox(db.engine, cutoff(clock.now(), days))
+    if deleted:
+        log.info("event retention: deleted %d events older than %d days", deleted, days)
 
 
 async def build_all_in_one(
