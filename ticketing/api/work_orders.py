@@ -321,7 +321,7 @@ async def dispatch_queue(
     now = app_state.now(request)
 
     def read(conn: Connection) -> WorkOrderPage:
-        where = and_(WORK_ORDERS.c.state == "new", WORK_ORDERS.c.assignee_id.is_(None))
+        where = dispatching.IN_QUEUE
         rows = [
             dict(r)
             for r in conn.execute(

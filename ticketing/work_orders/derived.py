@@ -81,7 +81,7 @@ def derived_fault(
     event_id: str | None = None,
     detail: dict[str, object] | None = None,
 ) -> store.Order | None:
-    asset = _asset(conn, charger_id) if charger_id else {}
+    asset = faults.asset_of(conn, charger_id) if charger_id else {}
     signature = FaultSignature(
         source="derived",
         error_code=kind,
@@ -110,11 +110,6 @@ def derived_fault(
         ),
     )
     return order
-
-
-def _asset(conn: Connection, charger_id: str | None) -> dict[str, str | None]:
-    row = conn.execute(select(ASSETS).where(ASSETS.c.charger_id == charger_id)).mappings().first()
-    return dict(row) if row is not None else {}
 
 
 def reboot(conn: Connection, ctx: OpContext, charger_id: str, event_id: str) -> None:
@@ -191,7 +186,7 @@ def offline_candidates(conn: Connection, ctx: OpContext, limit: int = 200) -> li
 
 
 def offline(conn: Connection, ctx: OpContext, charger_id: str) -> store.Order | None:
-    row = _asset(conn, charger_id)
+    row = faults.asset_of(conn, charger_id)
     if not row or row.get("online") or row.get("offline_since") is None:
         return None
     order = derived_fault(

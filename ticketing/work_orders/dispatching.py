@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, select
 from sqlalchemy.engine import Connection
 
 from services.db import table_of
@@ -21,10 +21,13 @@ from ticketing.tables import Team, Technician
 from ticketing.work_orders import sla_events, store
 from ticketing.work_orders.context import OpContext
 from ticketing.work_orders.policy import policy_for_order
+from ticketing.work_orders.timeline import WORK_ORDERS
 
 TECHNICIANS = table_of(Technician)
 TEAMS = table_of(Team)
 ASSIGNABLE = frozenset({"new", "remote_fix", "dispatched", "accepted"})
+#: The dispatcher queue: orders waiting for a technician nobody could be found for.
+IN_QUEUE = and_(WORK_ORDERS.c.state == "new", WORK_ORDERS.c.assignee_id.is_(None))
 
 
 def best_candidate(conn: Connection, ctx: OpContext, order: Mapping[str, Any]) -> Candidate | None:

@@ -62,6 +62,12 @@ def dedupe_key(fault: FaultInput) -> str:
     return f"{fault.charger_id}|{fault.connector}|{fault.classification.category}"
 
 
+def asset_of(conn: Connection, charger_id: str) -> dict[str, Any]:
+    """The charger's projection row (site, vendor, model, OCPP version, online); {} if unknown."""
+    row = conn.execute(select(ASSETS).where(ASSETS.c.charger_id == charger_id)).mappings().first()
+    return dict(row) if row is not None else {}
+
+
 def site_of(conn: Connection, charger_id: str) -> str | None:
     site = conn.execute(select(ASSETS.c.site_id).where(ASSETS.c.charger_id == charger_id)).scalar()
     return str(site) if site is not None else None

@@ -9,7 +9,7 @@ table from event type to handler.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,11 +77,6 @@ def _first_delivery(conn: Connection, event: Event, now: Any) -> bool:
     return bool(result.rowcount == 1)
 
 
-def _asset(conn: Connection, charger_id: str) -> dict[str, Any]:
-    row = conn.execute(select(ASSETS).where(ASSETS.c.charger_id == charger_id)).mappings().first()
-    return dict(row) if row is not None else {}
-
-
 def _touch_asset(conn: Connection, ctx: OpContext, charger_id: str, **values: Any) -> None:
     """Upsert the charger's projection with ``values`` (site assignment is kept)."""
     insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
@@ -95,8 +90,7 @@ def _touch_asset(conn: Connection, ctx: OpContext, charger_id: str, **values: An
     )
 
 
-def _signature(conn: Connection, event: FaultRaised | FaultCleared) -> FaultSignature:
-    asset = _asset(conn, event.charger_id)
+def _signature(event: FaultRaised | FaultCleared, asset: Mapping[str, Any]) -> FaultSignature:
     return FaultSignature(
         source=event.source,
         error_code=event.error_code,
@@ -145,13 +139,15 @@ def _rate_allows(
 
 def on_fault_raised(conn: Connection, ctx: OpContext, event: FaultRaised) -> None:
     conn.execute(FAULT_REPORTS.insert().values(_report_row(event, ctx.now)))
-    cls = classify(conn, _signature(conn, event))
-    metrics.child(metrics.FAULTS_CLASSIFIED, cls.severity, cls.category).inc()
+    asset = faults.asset_of(conn, event.charger_id)
+    cls = classify(conn, _signature(event, asset))
+    counted = metrics.child(metrics.FAULTS_CLASSIFIED, cls.severity, cls.category)
+    ctx.later(counted.inc)  # after the commit: a retried batch runs this op again
     if not cls.open_order or not _rate_allows(
         conn, ctx, event.charger_id, event.connector.key, cls
     ):
         return
-    site_id = faults.site_of(conn, event.charger_id)
+    site_id = asset.get("site_id")
     code = event.tech_code or event.vendor_error_code
     title = f"{event.charger_id}/{event.connector.key}: {event.error_code}" + (
         f" ({code})" if code and code != event.error_code else ""
@@ -186,7 +182,7 @@ def on_fault_cleared(conn: Connection, ctx: OpContext, event: FaultCleared) -> N
     conn.execute(FAULT_REPORTS.insert().values(_report_row(event, ctx.now)))
     if event.status is not None and event.status not in HEALTHY:
         return  # the fault changed, the connector is not healthy (e.g. Unavailable)
-    cls = classify(conn, _signature(conn, event))
+    cls = classify(conn, _signature(event, faults.asset_of(conn, event.charger_id)))
     faults.healthy(
         conn,
         ctx,
@@ -254,7 +250,7 @@ def on_offline(conn: Connection, ctx: OpContext, event: ChargerOffline) -> None:
 
 
 def on_security(conn: Connection, ctx: OpContext, event: SecurityEventReported) -> None:
-    asset = _asset(conn, event.charger_id)
+    asset = faults.asset_of(conn, event.charger_id)
     cls = classify(
         conn,
         FaultSignature(
@@ -274,7 +270,7 @@ def on_security(conn: Connection, ctx: OpContext, event: SecurityEventReported) 
         faults.FaultInput(
             charger_id=event.charger_id,
             connector="0",
-            site_id=faults.site_of(conn, event.charger_id),
+            site_id=asset.get("site_id"),
             classification=cls,
             source="fault",
             error_code=event.event_type,

@@ -81,11 +81,7 @@ def sweep_queue(conn: Connection, ctx: OpContext, after_id: int = 0) -> tuple[in
     rows = list(
         conn.execute(
             select(WORK_ORDERS)
-            .where(
-                WORK_ORDERS.c.state == "new",
-                WORK_ORDERS.c.assignee_id.is_(None),
-                WORK_ORDERS.c.id > after_id,
-            )
+            .where(dispatching.IN_QUEUE, WORK_ORDERS.c.id > after_id)
             .order_by(WORK_ORDERS.c.id)
             .limit(BATCH)
             .with_for_update(skip_locked=True)
@@ -157,18 +153,14 @@ class Scanner:
                     .group_by(WORK_ORDERS.c.state, WORK_ORDERS.c.priority)
                 )
             ).all()
-        metrics.WORK_ORDERS_OPEN.clear()
-        queue = 0
-        for state, priority, count in rows:
-            metrics.WORK_ORDERS_OPEN.labels(state, priority).set(count)
-        async with self.db.engine.connect() as conn:
             queue = (
                 await conn.execute(
-                    select(func.count())
-                    .select_from(WORK_ORDERS)
-                    .where(WORK_ORDERS.c.state == "new", WORK_ORDERS.c.assignee_id.is_(None))
+                    select(func.count()).select_from(WORK_ORDERS).where(dispatching.IN_QUEUE)
                 )
             ).scalar_one()
+        metrics.WORK_ORDERS_OPEN.clear()
+        for state, priority, count in rows:
+            metrics.WORK_ORDERS_OPEN.labels(state, priority).set(count)
         metrics.DISPATCH_QUEUE.set(queue)
 
     def start(self) -> None:
