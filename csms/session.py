@@ -27,7 +27,6 @@ from enum import StrEnum
 from typing import Any, ClassVar
 
 import orjson
-from ocpp.charge_point import remove_nones, serialize_as_dict
 from ocpp.messages import Call
 from sqlalchemy import select
 from websockets.asyncio.server import ServerConnection
@@ -39,7 +38,7 @@ from csms.event_ids import stable_event_id
 from csms.identity import Identity
 from csms.protocol.errors import ErrorKind, FrameError, error_code
 from csms.protocol.framing import call_error_frame, call_result_frame, parse_frame
-from csms.protocol.keys import to_camel, to_snake
+from csms.protocol.keys import payload_of, to_snake
 from csms.protocol.timestamps import parse_timestamp
 from csms.protocol.validation import validate
 from csms.tables import Charger
@@ -82,7 +81,7 @@ class ConnectorLive:
     updated_at: datetime | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class Incoming:
     """The CALL being handled: handlers add their writes and events here."""
 
@@ -221,11 +220,11 @@ class OcppSession:
         started = time.perf_counter()
         action: str = call.action
         message_id: str = call.unique_id
-        label = self._action_label(action)
+        handler = self._routes.get(action)
+        label = action if handler is not None else self._action_label(action)
         metrics.child(metrics.FRAMES, "in", "2", label).inc()
         writes = WriteSet()
         try:
-            handler = self.routes().get(action)
             if handler is None:
                 if action in self._known_actions:
                     raise FrameError(
@@ -242,8 +241,8 @@ class OcppSession:
             payload = _response_payload(response)
             validate(self.ocpp_version, action, payload, response=True)
             reply = call_result_frame(message_id, payload)
-            self._log_exchange(2, action, message_id, text, received_at, reply, 3, writes=writes)
             await record(self.ctx.committer, self.ctx.bus, writes, self.rx.events)
+            self._log_exchange(2, action, message_id, text, received_at, reply, 3, submit=True)
         except FrameError as exc:
             reply = self._error_frame(message_id, exc)
             self._log_exchange(2, action, message_id, text, received_at, reply, 4, submit=True)
@@ -260,7 +259,7 @@ class OcppSession:
             return
         finally:
             self.rx = None
-        await self._send_reply(reply, 3, action)
+        await self._send_reply(reply, 3, action, label)
         metrics.child(metrics.HANDLER_SECONDS, label).observe(time.perf_counter() - started)
 
     # ----------------------------------------------------------------- logging and sending
@@ -279,8 +278,9 @@ class OcppSession:
     ) -> None:
         """Log an incoming frame and, in the same row, our answer to it (if any).
 
-        The answer is logged as it is handed to the socket: for a CALL that is only after
-        the commit that holds this very row."""
+        The answer is logged as it is handed to the socket: for a CALL that is after its
+        writes and events are committed. The row itself is a deferred write (the raw log
+        is diagnostic; see ``GroupCommitter.submit``)."""
         target = writes if writes is not None else WriteSet()
         state.log_frame(
             target,
@@ -304,12 +304,15 @@ class OcppSession:
         log.info("charger %s: CALLERROR %s: %s", self.charger_id, code, exc.description)
         return call_error_frame(message_id, code, exc.description, exc.details)
 
-    async def _send_reply(self, frame: str, message_type: int, action: str | None) -> None:
+    async def _send_reply(
+        self, frame: str, message_type: int, action: str | None, label: str | None = None
+    ) -> None:
         try:
             await self.ws.send(frame)
         except ConnectionClosed:
             return
-        label = self._action_label(action or "")
+        if label is None:
+            label = self._action_label(action or "")
         metrics.child(metrics.FRAMES, "out", str(message_type), label).inc()
 
     async def _send_frame(
@@ -501,9 +504,7 @@ class OcppSession:
 
 
 def _response_payload(response: Any) -> dict[str, Any]:
-    if is_dataclass(response) and not isinstance(response, type):
-        result: dict[str, Any] = to_camel(remove_nones(serialize_as_dict(response)))
+    if isinstance(response, dict) or (is_dataclass(response) and not isinstance(response, type)):
+        result: dict[str, Any] = payload_of(response)
         return result
-    if isinstance(response, dict):
-        return to_camel(response)  # type: ignore[no-any-return]
     raise TypeError(f"handler returned {type(response).__name__}, not a call_result payload")

@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     message_log_retention_days: int = Field(default=30, ge=0)
     event_retention_days: int = Field(default=30, ge=0)
     commit_batch_size: int = Field(default=200, ge=1, le=5000)
+    #: seconds the raw frame log, consumer cursors and last-seen times may wait to be
+    #: written, gathered into one commit (services/committer.py); 0 = the next commit
+    defer_interval: float = Field(default=0.1, ge=0, le=5)
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     log_level: str = "INFO"
 

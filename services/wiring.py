@@ -96,7 +96,10 @@ async def build_node(
         await upgrade_async(settings.database_url)
     db = Database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
     committer = GroupCommitter(
-        db.engine, batch_size=settings.commit_batch_size, sync_engine=db.writer_engine()
+        db.engine,
+        batch_size=settings.commit_batch_size,
+        sync_engine=db.writer_engine(),
+        defer_interval=settings.defer_interval,
     )
     committer.start()
     bus = create_bus(settings.bus_url, committer)

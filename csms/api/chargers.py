@@ -23,6 +23,7 @@ from csms.api.schemas import (
 from csms.tables import Charger, ChargerState, ConnectorState, MessageLogEntry, StatusInterval
 from services.api_auth import AdminOrDispatcher, AnyRole
 from services.bus.tables import OutboxEvent
+from services.committer import GroupCommitter
 from services.db import Database, utcnow
 from services.problems import Problem
 from services.security import hash_password
@@ -230,9 +231,13 @@ async def charger_messages(
     """The raw frames in and out, newest first.
 
     ``limit`` counts log rows: a charger's CALL and our answer share a row and come back as
-    two frames with the same ``id``."""
+    two frames with the same ``id``. Frames are logged within ``CHARGEOPS_DEFER_INTERVAL``
+    of being answered; this process's pending log rows are written before the read."""
     db = _db(request)
     await _get(db, charger_id)
+    if cursor is None:
+        committer: GroupCommitter = request.app.state.committer
+        await committer.flush()
     query = (
         select(MessageLogEntry)
         .where(MessageLogEntry.charger_id == charger_id)

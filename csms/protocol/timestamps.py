@@ -21,6 +21,7 @@ def parse_timestamp(value: str | None) -> datetime | None:
 
 
 def format_timestamp(value: datetime) -> str:
-    return (
-        value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
-    )
+    """RFC 3339 in UTC with milliseconds: ``2026-11-27T10:00:00.123Z``."""
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.isoformat(timespec="milliseconds")[:23] + "Z"

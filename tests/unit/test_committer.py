@@ -238,3 +238,67 @@ async def test_operations_run_after_rows_and_return_results(
     writes.then(constant)
     assert await committer.commit(writes) == ["x", 7]
     assert await logged_markers(db) == {"x"}
+
+
+@pytest.fixture
+async def slow_deferring(db: Database) -> AsyncIterator[GroupCommitter]:
+    """Deferred writes wait a minute here, so only flush() or close() commit them."""
+    c = GroupCommitter(db.engine, sync_engine=db.writer_engine(), defer_interval=60.0)
+    c.start()
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+def logged(marker: str) -> WriteSet:
+    writes = WriteSet()
+    writes.insert(MESSAGE_LOG, log_row(marker))
+    return writes
+
+
+async def test_submitted_writes_wait_for_their_interval_not_the_next_commit(
+    db: Database, slow_deferring: GroupCommitter
+) -> None:
+    slow_deferring.submit(logged("deferred-1"))
+    slow_deferring.submit(logged("deferred-2"))
+    await slow_deferring.commit(logged("awaited"))
+    assert await logged_markers(db) == {"awaited"}
+    await slow_deferring.flush()
+    assert await logged_markers(db) == {"awaited", "deferred-1", "deferred-2"}
+
+
+async def test_a_bad_deferred_write_set_fails_alone(
+    db: Database, slow_deferring: GroupCommitter
+) -> None:
+    async with db.engine.begin() as conn:
+        await conn.execute(CHARGERS.insert(), [charger("CP-DEF")])
+    bad = WriteSet()
+    bad.insert(CHARGERS, charger("CP-DEF"))
+    before = failures()
+    slow_deferring.submit(logged("before-bad"))
+    slow_deferring.submit(bad)
+    slow_deferring.submit(logged("after-bad"))
+    await slow_deferring.flush()
+    assert await logged_markers(db) == {"before-bad", "after-bad"}
+    assert failures() - before == 1
+
+
+async def test_close_commits_deferred_writes(db: Database) -> None:
+    c = GroupCommitter(db.engine, sync_engine=db.writer_engine(), defer_interval=60.0)
+    c.start()
+    c.submit(logged("at-close"))
+    await c.close()
+    assert await logged_markers(db) == {"at-close"}
+
+
+async def test_deferred_writes_commit_on_their_own_after_the_interval(
+    db: Database, committer: GroupCommitter
+) -> None:
+    committer.start()
+    committer.submit(logged("timer"))
+
+    async def present() -> bool:
+        return "timer" in await logged_markers(db)
+
+    await eventually(present)
