@@ -201,7 +201,7 @@ class OcppSession:
         except FrameError as exc:
             metrics.child(metrics.FRAMES, "in", "invalid", "none").inc()
             reply = self._error_frame(exc.message_id or "-1", exc)
-            self._log_exchange(0, None, exc.message_id, text, received_at, reply, 4, submit=True)
+            self._log_exchange(0, None, exc.message_id, text, received_at, reply, 4)
             await self._send_reply(reply, 4, None)
             return
         if isinstance(frame, Call):
@@ -210,7 +210,7 @@ class OcppSession:
         type_id: int = frame.message_type_id
         unique_id: str = frame.unique_id
         metrics.child(metrics.FRAMES, "in", str(type_id), "response").inc()
-        self._log_exchange(type_id, None, unique_id, text, received_at, None, None, submit=True)
+        self._log_exchange(type_id, None, unique_id, text, received_at, None, None)
         self._response_queue.put_nowait(frame)  # type: ignore[attr-defined]
 
     def _action_label(self, action: str) -> str:
@@ -242,10 +242,10 @@ class OcppSession:
             validate(self.ocpp_version, action, payload, response=True)
             reply = call_result_frame(message_id, payload)
             await record(self.ctx.committer, self.ctx.bus, writes, self.rx.events)
-            self._log_exchange(2, action, message_id, text, received_at, reply, 3, submit=True)
+            self._log_exchange(2, action, message_id, text, received_at, reply, 3)
         except FrameError as exc:
             reply = self._error_frame(message_id, exc)
-            self._log_exchange(2, action, message_id, text, received_at, reply, 4, submit=True)
+            self._log_exchange(2, action, message_id, text, received_at, reply, 4)
             await self._send_reply(reply, 4, action)
             return
         except Exception:
@@ -254,7 +254,7 @@ class OcppSession:
                 message_id,
                 FrameError(ErrorKind.internal, "the CSMS could not handle the message; retry"),
             )
-            self._log_exchange(2, action, message_id, text, received_at, reply, 4, submit=True)
+            self._log_exchange(2, action, message_id, text, received_at, reply, 4)
             await self._send_reply(reply, 4, action)
             return
         finally:
@@ -272,31 +272,27 @@ class OcppSession:
         received_at: datetime,
         reply: str | None,
         reply_type: int | None,
-        *,
-        writes: WriteSet | None = None,
-        submit: bool = False,
     ) -> None:
         """Log an incoming frame and, in the same row, our answer to it (if any).
 
         The answer is logged as it is handed to the socket: for a CALL that is after its
         writes and events are committed. The row itself is a deferred write (the raw log
         is diagnostic; see ``GroupCommitter.submit``)."""
-        target = writes if writes is not None else WriteSet()
-        state.log_frame(
-            target,
-            self.charger_id,
-            "in",
-            message_type,
-            action,
-            message_id,
-            text,
-            received_at,
-            reply=reply,
-            reply_type=reply_type,
-            reply_at=self.ctx.clock() if reply is not None else None,
+        self.ctx.committer.submit_insert(
+            state.MESSAGE_LOG,
+            state.log_row(
+                self.charger_id,
+                "in",
+                message_type,
+                action,
+                message_id,
+                text,
+                received_at,
+                reply=reply,
+                reply_type=reply_type,
+                reply_at=self.ctx.clock() if reply is not None else None,
+            ),
         )
-        if submit:
-            self.ctx.committer.submit(target)
 
     def _error_frame(self, message_id: str, exc: FrameError) -> str:
         code = error_code(exc.kind, self.ocpp_version)
@@ -319,18 +315,12 @@ class OcppSession:
         self, frame: str, message_type: int, message_id: str | None, action: str | None
     ) -> None:
         """Send a frame we initiate (a CALL to the charger) and log it on its own row."""
-        writes = WriteSet()
-        state.log_frame(
-            writes,
-            self.charger_id,
-            "out",
-            message_type,
-            action,
-            message_id,
-            frame,
-            self.ctx.clock(),
+        self.ctx.committer.submit_insert(
+            state.MESSAGE_LOG,
+            state.log_row(
+                self.charger_id, "out", message_type, action, message_id, frame, self.ctx.clock()
+            ),
         )
-        self.ctx.committer.submit(writes)
         await self._send_reply(frame, message_type, action)
 
     async def _send(self, message: str) -> None:

@@ -34,8 +34,7 @@ CONNECTIVITY = "connectivity"
 CONNECTOR = "connector"
 
 
-def log_frame(
-    writes: WriteSet,
+def log_row(
     charger_id: str,
     direction: str,
     message_type: int,
@@ -47,23 +46,20 @@ def log_frame(
     reply: str | None = None,
     reply_type: int | None = None,
     reply_at: datetime | None = None,
-) -> None:
+) -> dict[str, Any]:
     """One row of the raw log: a frame, and in the same row the answer to it if any."""
-    writes.insert(
-        MESSAGE_LOG,
-        {
-            "charger_id": charger_id,
-            "direction": direction,
-            "message_type": message_type,
-            "action": action,
-            "message_id": message_id,
-            "payload": payload,
-            "at": at,
-            "reply": reply,
-            "reply_type": reply_type,
-            "reply_at": reply_at,
-        },
-    )
+    return {
+        "charger_id": charger_id,
+        "direction": direction,
+        "message_type": message_type,
+        "action": action,
+        "message_id": message_id,
+        "payload": payload,
+        "at": at,
+        "reply": reply,
+        "reply_type": reply_type,
+        "reply_at": reply_at,
+    }
 
 
 def charger_state(writes: WriteSet, charger_id: str, **values: Any) -> None:

@@ -90,9 +90,10 @@ class WriteSet:
 class _Pending:
     writes: WriteSet
     future: asyncio.Future[list[Any]] | None
-    #: for gathered deferred writes: the write sets merged into ``writes``, retried one
-    #: by one if the merged set fails
+    #: for gathered deferred writes: the write sets and single rows merged into
+    #: ``writes``, retried one by one if the merged set fails
     parts: list[WriteSet] | None = None
+    rows: list[tuple[Table, dict[str, Any]]] | None = None
 
 
 _STOP = _Pending(WriteSet(), None)
@@ -162,6 +163,7 @@ class GroupCommitter:
         self._defer_interval = defer_interval
         self._defer_max = defer_max
         self._deferred: list[WriteSet] = []
+        self._deferred_rows: list[tuple[Table, dict[str, Any]]] = []
         self._defer_timer: asyncio.TimerHandle | None = None
 
     @property
@@ -191,7 +193,19 @@ class GroupCommitter:
         if self._closed or not writes:
             return
         self._deferred.append(writes)
-        if self._defer_interval <= 0 or len(self._deferred) >= self._defer_max:
+        self._deferred_added()
+
+    def submit_insert(self, table: Table, row: dict[str, Any]) -> None:
+        """:meth:`submit` of a write set holding just this row (one per frame in the raw
+        log, so without building a write set for each)."""
+        if self._closed:
+            return
+        self._deferred_rows.append((table, row))
+        self._deferred_added()
+
+    def _deferred_added(self) -> None:
+        waiting = len(self._deferred) + len(self._deferred_rows)
+        if self._defer_interval <= 0 or waiting >= self._defer_max:
             self._flush_deferred()
         elif self._defer_timer is None:
             self._defer_timer = asyncio.get_running_loop().call_later(
@@ -209,13 +223,14 @@ class GroupCommitter:
         if self._defer_timer is not None:
             self._defer_timer.cancel()
             self._defer_timer = None
-        if not self._deferred:
+        if not self._deferred and not self._deferred_rows:
             return
         parts, self._deferred = self._deferred, []
-        merged = WriteSet()
+        rows, self._deferred_rows = self._deferred_rows, []
+        merged = WriteSet(inserts=list(rows))
         for part in parts:
             merged.extend(part)
-        self._queue.put_nowait(_Pending(merged, None, parts if len(parts) > 1 else None))
+        self._queue.put_nowait(_Pending(merged, None, parts, rows))
 
     async def close(self) -> None:
         """Commit everything queued so far, then stop (later commits are refused)."""
@@ -281,10 +296,11 @@ class GroupCommitter:
         """The batch as single write sets: deferred writes split back into their parts."""
         single: list[_Pending] = []
         for pending in batch:
-            if pending.parts is None:
+            if pending.parts is None and pending.rows is None:
                 single.append(pending)
-            else:
-                single.extend(_Pending(part, None) for part in pending.parts)
+                continue
+            single.extend(_Pending(part, None) for part in pending.parts or ())
+            single.extend(_Pending(WriteSet(inserts=[row]), None) for row in pending.rows or ())
         return single
 
     async def _execute(self, batch: list[_Pending]) -> list[list[Any]]:

@@ -302,3 +302,16 @@ async def test_deferred_writes_commit_on_their_own_after_the_interval(
         return "timer" in await logged_markers(db)
 
     await eventually(present)
+
+
+async def test_a_bad_deferred_row_fails_alone(db: Database, slow_deferring: GroupCommitter) -> None:
+    async with db.engine.begin() as conn:
+        await conn.execute(CHARGERS.insert(), [charger("CP-ROW")])
+    before = failures()
+    slow_deferring.submit_insert(MESSAGE_LOG, log_row("row-1"))
+    slow_deferring.submit_insert(CHARGERS, charger("CP-ROW"))
+    slow_deferring.submit(logged("set-1"))
+    slow_deferring.submit_insert(MESSAGE_LOG, log_row("row-2"))
+    await slow_deferring.flush()
+    assert await logged_markers(db) == {"row-1", "row-2", "set-1"}
+    assert failures() - before == 1

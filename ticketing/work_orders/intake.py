@@ -324,21 +324,32 @@ class Known:
 
     @classmethod
     def read(cls, conn: Connection, events: Sequence[Event]) -> Known:
+        """Only what :func:`relevant` will look at: open orders of the chargers whose
+        healthy status changes it checks, assets of the chargers that came online."""
         live = {e.charger_id for e in events if not isinstance(e, PREFILTERED)}
-        ids = {e.charger_id for e in events if isinstance(e, PREFILTERED)} - live
         known = cls(live=live)
-        if not ids:
-            return known
-        rows = conn.execute(
-            select(WORK_ORDERS.c.charger_id, WORK_ORDERS.c.connector).where(
-                WORK_ORDERS.c.charger_id.in_(ids),
-                WORK_ORDERS.c.source == "fault",
-                WORK_ORDERS.c.state.in_(ACTIVE),
-            )
-        ).all()
-        known.open_ports = {(str(c), str(k)) for c, k in rows}
-        assets = conn.execute(select(ASSETS).where(ASSETS.c.charger_id.in_(ids))).mappings()
-        known.assets = {str(r["charger_id"]): dict(r) for r in assets}
+        port_ids = {
+            e.charger_id
+            for e in events
+            if isinstance(e, ConnectorStatusChanged) and e.status in HEALTHY and not _is_flip(e)
+        } - live
+        asset_ids = {
+            e.charger_id for e in events if isinstance(e, ChargerOnline | ChargerConnected)
+        } - live
+        if port_ids:
+            rows = conn.execute(
+                select(WORK_ORDERS.c.charger_id, WORK_ORDERS.c.connector).where(
+                    WORK_ORDERS.c.charger_id.in_(port_ids),
+                    WORK_ORDERS.c.source == "fault",
+                    WORK_ORDERS.c.state.in_(ACTIVE),
+                )
+            ).all()
+            known.open_ports = {(str(c), str(k)) for c, k in rows}
+        if asset_ids:
+            assets = conn.execute(
+                select(ASSETS).where(ASSETS.c.charger_id.in_(asset_ids))
+            ).mappings()
+            known.assets = {str(r["charger_id"]): dict(r) for r in assets}
         return known
 
 
