@@ -73,19 +73,21 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
+#: WAL pages (4 KB) at which a commit checkpoints by itself: the fallback behind the
+#: background checkpointer (services/checkpoint.py)
+FALLBACK_PAGES = 20000
+
+
 def _sqlite_pragmas(dbapi_conn: Any, sqlite_synchronous: str) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute(f"PRAGMA synchronous={sqlite_synchronous}")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA foreign_keys=ON")
-    # Decision (measured, tests/bench/README.md): a checkpoint every 10,000 WAL pages
-    # instead of SQLite's 1,000. Under load a commit dirties a few hundred pages, mostly
-    # the same per-charger index leaves again and again; checkpointing five times less
-    # often copies each hot page back once per 40 MB of WAL instead of once per 4 MB
-    # (the writer's commit cost per write set fell by about a quarter). The WAL file is
-    # cut back to 64 MB after a checkpoint.
-    cur.execute("PRAGMA wal_autocheckpoint=10000")
+    # Checkpoints run in the background (services/checkpoint.py); a commit checkpoints
+    # itself only if the WAL reaches FALLBACK_PAGES (the background one fell behind).
+    # The WAL file is cut back to 64 MB after a checkpoint.
+    cur.execute(f"PRAGMA wal_autocheckpoint={FALLBACK_PAGES}")
     cur.execute(f"PRAGMA journal_size_limit={64 * 1024 * 1024}")
     cur.close()
 
@@ -136,7 +138,8 @@ class Database:
         self.sessions = session_factory(self.engine)
 
     def writer_engine(self) -> Engine | None:
-        """For SQLite, a synchronous engine for the group committer's writer thread."""
+        """For SQLite, a synchronous engine for the group committer's writer thread (and
+        another for the WAL checkpointer)."""
         if self.dialect != "sqlite":
             return None
         return create_sqlite_writer_engine(self.url, sqlite_synchronous=self.sqlite_synchronous)

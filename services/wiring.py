@@ -23,6 +23,7 @@ import ticketing.bootstrap
 from services.api_auth import seed_admin_token
 from services.bus import Bus, create_bus
 from services.bus.retention import cutoff, prune_outbox
+from services.checkpoint import WalCheckpointer
 from services.clock import Clock, SystemClock
 from services.committer import GroupCommitter
 from services.db import Database
@@ -35,6 +36,9 @@ from services.settings import Settings
 from services.tasks import PeriodicTask
 
 log = logging.getLogger(__name__)
+
+#: seconds between background SQLite WAL checkpoints (services/checkpoint.py)
+CHECKPOINT_INTERVAL = 0.25
 
 
 Role = Literal["all", "csms", "ticketing"]
@@ -59,8 +63,12 @@ class Node:
     app: FastAPI
     clock: Clock
     event_retention: PeriodicTask | None = None
+    checkpointer: WalCheckpointer | None = None
+    checkpoints: PeriodicTask | None = None
 
     async def start(self) -> None:
+        if self.checkpoints is not None:
+            self.checkpoints.start()
         if self.ticketing is not None:
             await self.ticketing.start()
         if self.event_retention is not None:
@@ -81,6 +89,10 @@ class Node:
         # (what it had queued is still flushed by close; redelivery is idempotent).
         await self.bus.close()
         await self.committer.close()
+        if self.checkpoints is not None:
+            await self.checkpoints.stop()
+        if self.checkpointer is not None:
+            self.checkpointer.close()
         await self.db.dispose()
 
 
@@ -129,6 +141,16 @@ async def build_node(
             name="event-retention",
             logger=log,
             failure="event retention failed",
+        )
+    checkpoint_engine = db.writer_engine()
+    if checkpoint_engine is not None:
+        node.checkpointer = WalCheckpointer(checkpoint_engine)
+        node.checkpoints = PeriodicTask(
+            node.checkpointer.run_once,
+            CHECKPOINT_INTERVAL,
+            name="wal-checkpoint",
+            logger=log,
+            failure="WAL checkpoint failed",
         )
     return node
 

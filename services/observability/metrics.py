@@ -101,6 +101,17 @@ COMMIT_SECONDS = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
     registry=REGISTRY,
 )
+CHECKPOINT_SECONDS = Histogram(
+    "chargeops_db_checkpoint_seconds",
+    "Duration of the background SQLite WAL checkpoints (embedded mode)",
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+    registry=REGISTRY,
+)
+WAL_PAGES = Gauge(
+    "chargeops_db_wal_pages",
+    "Pages in the SQLite write-ahead log at the last checkpoint (embedded mode)",
+    registry=REGISTRY,
+)
 COMMIT_QUEUE = Gauge(
     "chargeops_db_commit_queue",
     "Write sets waiting for the next group commit",

@@ -313,7 +313,7 @@ async def test_sigterm_closes_chargers_with_1001_keeps_what_was_acknowledged_and
             assert page["next_cursor"] is None
             logged = {(m["message_id"], m["direction"], m["message_type"]) for m in page["items"]}
             for unique_id in acked[cid]:
-                # The CALL and our CALLRESULT to it, both logged before the answer was sent.
+                # The CALL and our CALLRESULT to it: deferred log rows, flushed at SIGTERM.
                 assert (unique_id, "in", 2) in logged, unique_id
                 assert (unique_id, "out", 3) in logged, unique_id
 
