@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 #: seconds between background SQLite WAL checkpoints (services/checkpoint.py)
 CHECKPOINT_INTERVAL = 0.25
+#: seconds an idle HTTP keep-alive connection stays open
+HTTP_KEEP_ALIVE = 65
 
 
 Role = Literal["all", "csms", "ticketing"]
@@ -195,6 +197,11 @@ async def serve(settings: Settings, role: Role = "all") -> None:
             lifespan="off",
             log_level=settings.log_level.lower(),
             access_log=False,
+            # Idle keep-alive connections stay open longer than clients and load
+            # balancers keep theirs (httpx 5 s, AWS ALB 60 s): with uvicorn's 5 s a
+            # client reusing a connection just as the server closed it got "server
+            # disconnected without a response" (seen in tests/e2e/test_distributed.py).
+            timeout_keep_alive=HTTP_KEEP_ALIVE,
         )
     )
     http_task = asyncio.create_task(http.serve(), name="http")
