@@ -10,67 +10,20 @@ import asyncio
 import logging
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from csms.context import CsmsContext
 from csms.state import MESSAGE_LOG
 from services.db import Database
+from services.pruning import delete_through, last_key_before
 from services.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
 
-async def _cutoff_id(conn: AsyncConnection, older_than: datetime) -> int:
-    """The highest id logged before ``older_than`` (0 if none).
-
-    Ids grow with time, so bisecting over the id range with primary-key lookups finds it
-    without an index on the timestamp (which would cost every insert on the hot path)."""
-    lo = (await conn.execute(select(func.min(MESSAGE_LOG.c.id)))).scalar()
-    hi = (await conn.execute(select(func.max(MESSAGE_LOG.c.id)))).scalar()
-    if lo is None or hi is None:
-        return 0
-    first = select(MESSAGE_LOG.c.id, MESSAGE_LOG.c.at).order_by(MESSAGE_LOG.c.id).limit(1)
-    found = 0
-    lo_i, hi_i = int(lo), int(hi)
-    while lo_i <= hi_i:
-        mid = (lo_i + hi_i) // 2
-        row = (await conn.execute(first.where(MESSAGE_LOG.c.id >= mid))).first()
-        if row is None:
-            hi_i = mid - 1
-        elif row.at < older_than:
-            found = max(found, int(row.id))
-            lo_i = int(row.id) + 1
-        else:
-            hi_i = mid - 1
-    return found
-
-
 async def prune_message_log(db: Database, older_than: datetime, chunk: int = 5000) -> int:
     """Delete frames logged before ``older_than``; returns how many were deleted."""
     async with db.engine.connect() as conn:
-        cutoff = await _cutoff_id(conn, older_than)
-    total = 0
-    while cutoff:
-        async with db.engine.begin() as conn:
-            ids = (
-                (
-                    await conn.execute(
-                        select(MESSAGE_LOG.c.id)
-                        .where(MESSAGE_LOG.c.id <= cutoff)
-                        .order_by(MESSAGE_LOG.c.id)
-                        .limit(chunk)
-                    )
-                )
-                .scalars()
-                .all()
-            )
-            if not ids:
-                return total
-            await conn.execute(delete(MESSAGE_LOG).where(MESSAGE_LOG.c.id.in_(ids)))
-        total += len(ids)
-        await asyncio.sleep(0)
-    return total
+        cutoff = await last_key_before(conn, MESSAGE_LOG.c.id, MESSAGE_LOG.c.at, older_than)
+    return await delete_through(db.engine, MESSAGE_LOG.c.id, cutoff, chunk)
 
 
 class RetentionJob:

@@ -11,39 +11,17 @@ miss what it had not read. Deleting runs in chunks, like the message-log retenti
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.bus.staging import OUTBOX
 from services.bus.tables import ConsumerCursor
 from services.db import table_of
+from services.pruning import delete_through, last_key_before
 
 CURSORS = table_of(ConsumerCursor)
-
-
-async def _cutoff_seq(conn: AsyncConnection, older_than: datetime) -> int:
-    """The highest seq received before ``older_than`` (0 if none), by bisection over
-    the primary key (no index on the time on the hot path)."""
-    lo = (await conn.execute(select(func.min(OUTBOX.c.seq)))).scalar()
-    hi = (await conn.execute(select(func.max(OUTBOX.c.seq)))).scalar()
-    if lo is None or hi is None:
-        return 0
-    first = select(OUTBOX.c.seq, OUTBOX.c.received_at).order_by(OUTBOX.c.seq).limit(1)
-    found, lo_i, hi_i = 0, int(lo), int(hi)
-    while lo_i <= hi_i:
-        mid = (lo_i + hi_i) // 2
-        row = (await conn.execute(first.where(OUTBOX.c.seq >= mid))).first()
-        if row is None:
-            hi_i = mid - 1
-        elif row.received_at < older_than:
-            found = max(found, int(row.seq))
-            lo_i = int(row.seq) + 1
-        else:
-            hi_i = mid - 1
-    return found
 
 
 async def _consumer_floor(conn: AsyncConnection, older_than: datetime) -> int | None:
@@ -59,31 +37,11 @@ async def _consumer_floor(conn: AsyncConnection, older_than: datetime) -> int | 
 async def prune_outbox(engine: AsyncEngine, older_than: datetime, chunk: int = 5000) -> int:
     """Delete events received before ``older_than`` that no live consumer still needs."""
     async with engine.connect() as conn:
-        limit = await _cutoff_seq(conn, older_than)
+        limit = await last_key_before(conn, OUTBOX.c.seq, OUTBOX.c.received_at, older_than)
         floor = await _consumer_floor(conn, older_than)
     if floor is not None:
         limit = min(limit, floor)
-    total = 0
-    while limit > 0:
-        async with engine.begin() as conn:
-            seqs = (
-                (
-                    await conn.execute(
-                        select(OUTBOX.c.seq)
-                        .where(OUTBOX.c.seq <= limit)
-                        .order_by(OUTBOX.c.seq)
-                        .limit(chunk)
-                    )
-                )
-                .scalars()
-                .all()
-            )
-            if not seqs:
-                return total
-            await conn.execute(delete(OUTBOX).where(OUTBOX.c.seq.in_(seqs)))
-        total += len(seqs)
-        await asyncio.sleep(0)
-    return total
+    return await delete_through(engine, OUTBOX.c.seq, limit, chunk)
 
 
 def cutoff(now: datetime, days: int) -> datetime:
