@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from services.bus import Bus
@@ -35,7 +35,7 @@ from ticketing.remediation.playbooks import Playbook, Step, playbooks
 from ticketing.remediation.start import REMEDIATIONS
 from ticketing.work_orders import dispatching, store
 from ticketing.work_orders.context import OpContext
-from ticketing.work_orders.derived import SIGNALS, signal
+from ticketing.work_orders.derived import signal, signals_in_window
 
 log = logging.getLogger(__name__)
 
@@ -85,21 +85,6 @@ def _load(conn: Connection, order_id: int) -> dict[str, Any] | None:
     return dict(row) if row is not None else None
 
 
-def _resets_in_window(conn: Connection, ctx: OpContext, charger_id: str, window_s: float) -> int:
-    since = ctx.now - timedelta(seconds=window_s)
-    return int(
-        conn.execute(
-            select(func.count())
-            .select_from(SIGNALS)
-            .where(
-                SIGNALS.c.charger_id == charger_id,
-                SIGNALS.c.kind == RESET_SIGNAL,
-                SIGNALS.c.at > since,
-            )
-        ).scalar_one()
-    )
-
-
 def decide(
     conn: Connection, ctx: OpContext, order_id: int, budget: int, window_s: float
 ) -> Decision:
@@ -119,7 +104,7 @@ def decide(
     if index >= len(book.steps):
         return Decision("done" if book.mode == "lockout" else "exhausted", **base, mode=book.mode)
     step = book.steps[index]
-    resets = _resets_in_window(conn, ctx, rem["charger_id"], window_s)
+    resets = signals_in_window(conn, ctx, rem["charger_id"], RESET_SIGNAL, window_s)
     if step.command == "reset" and resets >= budget:
         return Decision("over_budget", **base, index=index, step=step, mode=book.mode)
     return Decision("step", **base, index=index, step=step, mode=book.mode)

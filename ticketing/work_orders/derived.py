@@ -48,19 +48,32 @@ def signal(
     conn.execute(
         SIGNALS.insert().values(charger_id=charger_id, connector=connector, kind=kind, at=ctx.now)
     )
-    since = ctx.now - timedelta(seconds=window_s)
-    return int(
-        conn.execute(
-            select(func.count())
-            .select_from(SIGNALS)
-            .where(
-                SIGNALS.c.charger_id == charger_id,
-                SIGNALS.c.kind == kind,
-                SIGNALS.c.connector == connector,
-                SIGNALS.c.at > since,
-            )
-        ).scalar_one()
+    return signals_in_window(conn, ctx, charger_id, kind, window_s, connector=connector)
+
+
+def signals_in_window(
+    conn: Connection,
+    ctx: OpContext,
+    charger_id: str,
+    kind: str,
+    window_s: float,
+    *,
+    connector: str | None = None,
+) -> int:
+    """How many signals of ``kind`` the charger (one connector, if given) recorded in the
+    last ``window_s``."""
+    query = (
+        select(func.count())
+        .select_from(SIGNALS)
+        .where(
+            SIGNALS.c.charger_id == charger_id,
+            SIGNALS.c.kind == kind,
+            SIGNALS.c.at > ctx.now - timedelta(seconds=window_s),
+        )
     )
+    if connector is not None:
+        query = query.where(SIGNALS.c.connector == connector)
+    return int(conn.execute(query).scalar_one())
 
 
 def prune_signals(conn: Connection, ctx: OpContext) -> int:
