@@ -12,15 +12,12 @@ checkpointer that falls far behind (``FALLBACK_PAGES`` in ``services.db``).
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy.engine import Engine
 
 from services.observability import metrics
-
-log = logging.getLogger(__name__)
 
 
 class WalCheckpointer:
