@@ -191,16 +191,7 @@ def _sweep_node(
     )
     conn.execute(
         insert(state.STATUS_HISTORY),
-        [
-            {
-                "charger_id": row.charger_id,
-                "kind": state.CONNECTIVITY,
-                "connector_key": "",
-                "status": "offline",
-                "started_at": row.offline_since,
-            }
-            for row in marked
-        ],
+        [state.connectivity_row(row.charger_id, "offline", row.offline_since) for row in marked],
     )
     return [
         ChargerOffline(

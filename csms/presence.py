@@ -285,11 +285,7 @@ class Presence:
                     continue
                 conn.execute(
                     state.STATUS_HISTORY.insert().values(
-                        charger_id=cid,
-                        kind=state.CONNECTIVITY,
-                        connector_key="",
-                        status="offline",
-                        started_at=pending.since,
+                        state.connectivity_row(cid, "offline", pending.since)
                     )
                 )
                 events.append(
@@ -340,13 +336,7 @@ class Presence:
                 session = self.sessions.get(cid)
                 version = session.ocpp_version if session is not None else "unknown"
                 conn.execute(
-                    state.STATUS_HISTORY.insert().values(
-                        charger_id=cid,
-                        kind=state.CONNECTIVITY,
-                        connector_key="",
-                        status="online",
-                        started_at=at,
-                    )
+                    state.STATUS_HISTORY.insert().values(state.connectivity_row(cid, "online", at))
                 )
                 events.append(ChargerOnline(charger_id=cid, received_at=at, ocpp_version=version))
             if events:

@@ -93,6 +93,17 @@ def history(
     )
 
 
+def connectivity_row(charger_id: str, status: str, started_at: datetime) -> dict[str, Any]:
+    """A status-history row starting a charger's online/offline interval."""
+    return {
+        "charger_id": charger_id,
+        "kind": CONNECTIVITY,
+        "connector_key": "",
+        "status": status,
+        "started_at": started_at,
+    }
+
+
 def connector_state(writes: WriteSet, charger_id: str, connector_key: str, **values: Any) -> None:
     writes.upsert(
         CONNECTOR_STATE, {"charger_id": charger_id, "connector_key": connector_key, **values}
