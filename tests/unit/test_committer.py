@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from csms.state import CHARGER_STATE, MESSAGE_LOG, TRANSACTIONS
+from csms.state import log_row as state_log_row
 from csms.tables import Charger
 from services.committer import GroupCommitter, WriteSet
 from services.db import Database, table_of
@@ -54,15 +55,7 @@ def charger(charger_id: str) -> dict[str, Any]:
 
 
 def log_row(marker: str) -> dict[str, Any]:
-    return {
-        "charger_id": "CP",
-        "direction": "in",
-        "message_type": 2,
-        "action": "Heartbeat",
-        "message_id": marker,
-        "payload": "[]",
-        "at": AT,
-    }
+    return state_log_row("CP", "in", 2, "Heartbeat", marker, "[]", AT)
 
 
 def tx_row(dedupe_key: str, id_token: str) -> dict[str, Any]:
