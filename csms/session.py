@@ -21,7 +21,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, is_dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, ClassVar
@@ -494,7 +494,7 @@ class OcppSession:
 
 
 def _response_payload(response: Any) -> dict[str, Any]:
-    if isinstance(response, dict) or (is_dataclass(response) and not isinstance(response, type)):
-        result: dict[str, Any] = payload_of(response)
-        return result
-    raise TypeError(f"handler returned {type(response).__name__}, not a call_result payload")
+    payload = payload_of(response)  # a dict for a call_result dataclass or a dict
+    if not isinstance(payload, dict):
+        raise TypeError(f"handler returned {type(response).__name__}, not a call_result payload")
+    return payload
