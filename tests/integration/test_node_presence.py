@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from ocpp.v16 import ChargePoint as Cp16
 from ocpp.v16 import call
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, update
 from websockets.asyncio.client import ClientConnection, connect
 
 from csms import state
@@ -34,6 +34,8 @@ GRACE = 0.3
 #: SQLite file: at 0.1 s a 0.3 s stall of the loop under a busy CI run (seen once) made a
 #: live node miss its beats and get swept, which the test then reported as a wrong sweep.
 BEAT = 0.25
+#: beats for tests that date a node's death themselves: none is due while they run
+SLOW_BEAT = 60.0
 
 
 class Client:
@@ -55,10 +57,7 @@ class Client:
 async def csms_node(database_url: str, node_id: str, **overrides: Any) -> AsyncIterator[Node]:
     settings = make_settings(
         database_url,
-        node_id=node_id,
-        offline_grace=GRACE,
-        node_beat_interval=BEAT,
-        **overrides,
+        **{"node_id": node_id, "offline_grace": GRACE, "node_beat_interval": BEAT, **overrides},
     )
     node = await build_node(settings, "csms", migrate=False)
     await node.start()
@@ -139,9 +138,11 @@ async def test_charger_that_moved_is_not_marked_offline_by_the_node_it_left(
 ) -> None:
     moved, stayed = "NP-MOVED", "NP-STAYED"
     await register(db, moved, stayed)
+    # No node dies here: with fast beats a stalled loop could get one swept as dead.
+    slow = {"node_beat_interval": SLOW_BEAT}
     async with (
-        csms_node(database_url, "node-a") as a,
-        csms_node(database_url, "node-b") as b,
+        csms_node(database_url, "node-a", **slow) as a,
+        csms_node(database_url, "node-b", **slow) as b,
     ):
         assert a.csms is not None
         old = await open_client(a, moved, opened)
@@ -173,12 +174,16 @@ async def test_dead_nodes_chargers_go_offline_once_unless_they_reconnected_elsew
 ) -> None:
     held, moved, on_b = "NP-HELD", "NP-BACK", "NP-ON-B"
     await register(db, held, moved, on_b)
+    # Beats far apart: no node is taken for dead on its own during this test (a stalled CI
+    # run once let B and C sweep A before the charger had reconnected to B, which is right
+    # but not this test's story). A's death is dated explicitly below.
+    slow = {"node_beat_interval": SLOW_BEAT}
     async with (
-        csms_node(database_url, "node-a") as a,
-        csms_node(database_url, "node-b") as b,
-        csms_node(database_url, "node-c"),
+        csms_node(database_url, "node-a", **slow) as a,
+        csms_node(database_url, "node-b", **slow) as b,
+        csms_node(database_url, "node-c", **slow) as c,
     ):
-        assert a.csms is not None
+        assert a.csms is not None and b.csms is not None and c.csms is not None
         await open_client(a, held, opened)
         await open_client(a, moved, opened)
         await open_client(b, on_b, opened)
@@ -187,13 +192,19 @@ async def test_dead_nodes_chargers_go_offline_once_unless_they_reconnected_elsew
         await a.csms.liveness.stop(mark_stopped=False)
         await a.csms.presence.stop()
         await open_client(b, moved, opened)
+        # Time passes: A's last beat is older than the beat timeout and the grace.
+        async with db.engine.begin() as conn:
+            await conn.execute(
+                update(NODES)
+                .where(NODES.c.node_id == "node-a")
+                .values(last_beat=utcnow() - timedelta(hours=1))
+            )
+        # Both survivors sweep at once; one of them marks the charger A still held.
+        swept = await asyncio.gather(b.csms.liveness.sweep_once(), c.csms.liveness.sweep_once())
+        assert [e.charger_id for events in swept for e in events] == [held]
 
-        async def held_offline() -> Any:
-            row = await live(db, held)
-            return row if not row.online else None
-
-        row = await eventually(held_offline)
-        assert row.connected is False
+        row = await live(db, held)
+        assert (row.online, row.connected) == (False, False)
         assert row.offline_since == row.last_seen
         [payload] = await offline_events(db, held)
         assert f'"reason":"{NODE_LOST}"' in payload
@@ -203,7 +214,7 @@ async def test_dead_nodes_chargers_go_offline_once_unless_they_reconnected_elsew
             now = await live(db, cid)
             assert (now.online, now.node_id) == (True, "node-b")
             assert await offline_events(db, cid) == []
-        # Both survivors sweep; the dead node's row goes once nothing it held is online.
+        # The dead node's row goes once nothing it held is online.
         async with db.engine.connect() as conn:
             nodes = set((await conn.execute(select(NODES.c.node_id))).scalars())
         assert nodes == {"node-b", "node-c"}
