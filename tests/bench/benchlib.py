@@ -383,21 +383,29 @@ def _echo_main(port: int, use_uvloop: bool, cpus: frozenset[int] | None, ready: 
     run_async(main(), use_uvloop)
 
 
-class EchoServer:
-    """Bare websockets + orjson: answers each CALL with ``[3, id, {}]``."""
+def _floor_main(port: int, synchronous: str, cpus: frozenset[int] | None, ready: Any) -> None:
+    if cpus is not None:
+        os.sched_setaffinity(0, cpus)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    from floor_server import serve_floor
 
-    def __init__(self, *, use_uvloop: bool, cpus: frozenset[int] | None) -> None:
+    run_async(serve_floor(port, synchronous, ready), True)
+
+
+class ForkedServer:
+    """A server target run as a function in a forked process (echo, floor)."""
+
+    name = "server"
+
+    def __init__(self, target: Callable[..., None], *args: Any) -> None:
         self.port = free_port()
         self.ocpp_port = self.port
-        self.use_uvloop = use_uvloop
         ready = FORK.Event()
-        self.proc = FORK.Process(
-            target=_echo_main, args=(self.port, use_uvloop, cpus, ready), daemon=True
-        )
+        self.proc = FORK.Process(target=target, args=(self.port, *args, ready), daemon=True)
         self.proc.start()
         if not ready.wait(30):
             self.proc.kill()
-            raise ServerFailed("echo server did not start")
+            raise ServerFailed(f"{self.name} server did not start")
         assert self.proc.pid is not None
         self.ps = psutil.Process(self.proc.pid)
 
@@ -427,11 +435,30 @@ class EchoServer:
                 self.proc.join(5)
         return self.proc.exitcode
 
-    def __enter__(self) -> EchoServer:
+    def __enter__(self) -> ForkedServer:
         return self
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+
+
+class EchoServer(ForkedServer):
+    """Bare websockets + orjson: answers each CALL with ``[3, id, {}]``."""
+
+    name = "echo"
+
+    def __init__(self, *, use_uvloop: bool, cpus: frozenset[int] | None) -> None:
+        self.use_uvloop = use_uvloop
+        super().__init__(_echo_main, use_uvloop, cpus)
+
+
+class FloorServer(ForkedServer):
+    """The least a durable server must do per frame (``floor_server.py``), on uvloop."""
+
+    name = "floor"
+
+    def __init__(self, *, synchronous: str, cpus: frozenset[int] | None) -> None:
+        super().__init__(_floor_main, synchronous, cpus)
 
 
 # ------------------------------------------------------------------ OCPP-J frames

@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from benchlib import (
     ChargeOpsServer,
     CpuPlan,
     EchoServer,
+    FloorServer,
     LoadGenerator,
     Phase,
     bench_ids,
@@ -87,7 +89,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--repeat", type=int, default=1, help="runs per combination; the median is reported (1)"
     )
-    p.add_argument("--targets", default="chargeops,echo", help="chargeops,echo (default both)")
+    p.add_argument(
+        "--targets",
+        default="chargeops,echo",
+        help="comma list of chargeops, echo and floor (the least work a durable server must do: "
+        "floor_server.py); default chargeops,echo",
+    )
     p.add_argument("--client-procs", type=int, default=1, help="load processes (default 1)")
     p.add_argument(
         "--client-uvloop", action=argparse.BooleanOptionalAction, default=True, help="default on"
@@ -127,7 +134,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.synchronous = parse_list(
         args.synchronous.upper().replace("BOTH", "both"), ("FULL", "NORMAL"), ("FULL", "NORMAL")
     )
-    args.targets = parse_list(args.targets, ("chargeops", "echo"), ("chargeops", "echo"))
+    args.targets = parse_list(
+        args.targets, ("chargeops", "echo", "floor"), ("chargeops", "echo", "floor")
+    )
     return args
 
 
@@ -170,10 +179,11 @@ def run_one(
     args: argparse.Namespace,
     plan: CpuPlan,
 ) -> dict[str, Any]:
-    label = f"{target}{'' if target == 'echo' else ' ' + synchronous}"
+    durable = target != "echo"
+    label = f"{target}{' ' + synchronous if durable else ''}"
     print(f"  {label:<16} {connections:>5} conns, OCPP {version}, {kind} ...", end="", flush=True)
     ids = bench_ids(connections)
-    server: ChargeOpsServer | EchoServer
+    server: ChargeOpsServer | EchoServer | FloorServer
     info: dict[str, Any] = {}
     profile_out = None
     command = None
@@ -201,6 +211,8 @@ def run_one(
         else:
             server.start()
             info["register_seconds"] = round(server.register_via_api(ids), 2)
+    elif target == "floor":
+        server = FloorServer(synchronous=synchronous, cpus=plan.server)
     else:
         server = EchoServer(use_uvloop=args.uvloop, cpus=plan.server)
     profiler = None
@@ -258,8 +270,8 @@ def run_one(
     done = len(lat)
     row = {
         "target": target,
-        "synchronous": synchronous if target == "chargeops" else None,
-        "uvloop": True if target == "chargeops" else args.uvloop,
+        "synchronous": synchronous if durable else None,
+        "uvloop": True if durable else args.uvloop,
         "version": version,
         "message": kind,
         "connections": connections,
@@ -336,10 +348,12 @@ def main(argv: list[str] | None = None) -> None:
                         runs.setdefault(("echo", "-"), []).append(
                             run_one("echo", version, kind, connections, "-", args, plan)
                         )
-                    if "chargeops" in args.targets:
+                    for target in ("floor", "chargeops"):
+                        if target not in args.targets:
+                            continue
                         for sync in args.synchronous:
-                            runs.setdefault(("chargeops", sync), []).append(
-                                run_one("chargeops", version, kind, connections, sync, args, plan)
+                            runs.setdefault((target, sync), []).append(
+                                run_one(target, version, kind, connections, sync, args, plan)
                             )
                 rows.extend(median_row(r) for r in runs.values())
     print(f"\ntotal {time.monotonic() - started:.0f} s\n")
@@ -364,6 +378,37 @@ def median_row(runs: list[dict[str, Any]]) -> dict[str, Any]:
     row = dict(ordered[(len(ordered) - 1) // 2])
     row["runs_msgs_per_s"] = [round(r["msgs_per_s"]) for r in runs]
     return row
+
+
+def floor_table(
+    floors: list[dict[str, Any]],
+    rows: list[dict[str, Any]],
+    fmt: Callable[[dict[str, Any] | None], list[str]],
+) -> str:
+    """The floor against the echo ceiling, and ChargeOps against the floor."""
+
+    def key(r: dict[str, Any]) -> tuple[Any, ...]:
+        return (r["connections"], r["version"], r["message"])
+
+    echo = {key(r): r for r in rows if r["target"] == "echo"}
+    ours = {(*key(r), r["synchronous"]): r for r in rows if r["target"] == "chargeops"}
+
+    def share(a: dict[str, Any] | None, b: dict[str, Any] | None) -> str:
+        return f"{a['msgs_per_s'] / b['msgs_per_s']:.0%}" if a and b and b["msgs_per_s"] else "-"
+
+    out = [
+        [
+            *key(f),
+            f["synchronous"],
+            *fmt(f),
+            share(f, echo.get(key(f))),
+            share(ours.get((*key(f), f["synchronous"])), f),
+        ]
+        for f in floors
+    ]
+    headers = ["conns", "OCPP", "message", "sync", "floor msg/s", "p50 ms", "p99 ms"]
+    headers += ["CPU us/msg", "srv CPU", "floor/echo", "ChargeOps/floor"]
+    return table(headers, out)
 
 
 def report(rows: list[dict[str, Any]]) -> None:
@@ -404,7 +449,8 @@ def report(rows: list[dict[str, Any]]) -> None:
                 cpu_ratio,
             ]
         )
-    if not out:
+    floors = [r for r in rows if r["target"] == "floor"]
+    if not out and not floors:
         out = [
             [r["connections"], r["version"], r["message"], "-", *fmt(None), *fmt(r), "-", "-"]
             for r in rows
@@ -427,7 +473,10 @@ def report(rows: list[dict[str, Any]]) -> None:
         "ChargeOps/echo",
         "CPU/msg ratio",
     ]
-    print(table(headers, out))
+    if out:
+        print(table(headers, out))
+    if floors:
+        print(("\n" if out else "") + floor_table(floors, rows, fmt))
     print(
         "\nCPU us/msg = user+sys seconds of the server process in the window / messages answered;"
         " srv CPU = share of one core. Target (information only): ChargeOps >= 35% of echo at "
