@@ -25,6 +25,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidMessage, InvalidStatus
 from websockets.typing import Subprotocol
 
+from csms.auth import ADDRESS_LIMIT_FACTOR
 from tests.certs import Authority, CertFiles, client_context
 from tests.conftest import (
     PASSWORD,
@@ -91,13 +92,16 @@ async def open_ws(
     offered: Sequence[str] | None = ("ocpp1.6",),
     headers: dict[str, str] | None = None,
     ssl_context: ssl.SSLContext | None = None,
+    source: str | None = None,
 ) -> ClientConnection:
+    """``source``: the local address to connect from (any 127.x.y.z reaches the server)."""
     return await connect(
         url,
         subprotocols=subprotocol_list(offered),
         additional_headers=headers or {},
         ssl=ssl_context,
         open_timeout=10,
+        **({"local_addr": (source, 0)} if source else {}),
     )
 
 
@@ -107,10 +111,13 @@ async def refused(
     offered: Sequence[str] | None = ("ocpp1.6",),
     headers: dict[str, str] | None = None,
     ssl_context: ssl.SSLContext | None = None,
+    source: str | None = None,
 ) -> InvalidStatus:
     """Attempt a handshake that must be refused with an HTTP status; return the refusal."""
     with pytest.raises(InvalidStatus) as info:
-        ws = await open_ws(url, offered=offered, headers=headers, ssl_context=ssl_context)
+        ws = await open_ws(
+            url, offered=offered, headers=headers, ssl_context=ssl_context, source=source
+        )
         await ws.close()
     return info.value
 
@@ -342,6 +349,32 @@ async def test_repeated_failures_are_rate_limited_with_429(
         assert status(limited) == 429
         assert await counters.added(REFUSED, "rate_limited") == 1
         assert await counters.added(AUTH_FAILURES, "bad_credentials") == 3  # not counted again
+
+
+async def test_failures_spread_over_many_ids_are_rate_limited_per_source_address(
+    system_factory: SystemFactory,
+) -> None:
+    # Per id 2 a minute; per address ADDRESS_LIMIT_FACTOR times that (a site behind one NAT).
+    async with system_factory(auth_failures_per_minute=2) as running:
+        await register(running.api, "CP-NEIGHBOUR")
+        counters = Counters(running.api)
+        await counters.snapshot("rate_limited", "unknown_charger")
+        scanner, site = "127.0.0.1", "127.0.0.2"
+        # A scanner tries one guessed id after another, once each: no id reaches its limit.
+        for n in range(2 * ADDRESS_LIMIT_FACTOR):
+            guess = await refused(running.ocpp_url + f"GUESS-{n}", source=scanner)
+            assert status(guess) == 404
+        # Its address has: even a known charger with the right password is turned away there
+        # (the password is not checked), ...
+        url = running.ocpp_url + "CP-NEIGHBOUR"
+        limited = await refused(url, headers=auth("CP-NEIGHBOUR"), source=scanner)
+        assert status(limited) == 429
+        assert await counters.added(REFUSED, "rate_limited") == 1
+        assert await counters.added(AUTH_FAILURES, "unknown_charger") == 2 * ADDRESS_LIMIT_FACTOR
+        # ... while the same charger from another address is admitted: the limit is the
+        # address's, not the id's.
+        ws = await open_ws(url, headers=auth("CP-NEIGHBOUR"), source=site)
+        await ws.close()
 
 
 # ------------------------------------------------------------------ TLS (profiles 2 and 3)
