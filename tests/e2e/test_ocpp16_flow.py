@@ -148,3 +148,41 @@ async def test_boot_heartbeat_fault_recover_and_transaction(running: Running) ->
     actions_in = {m["action"] for m in messages if m["direction"] == "in"}
     assert {"BootNotification", "Heartbeat", "StatusNotification", "StartTransaction"} <= actions_in
     assert any(m["direction"] == "out" and m["message_type"] == 3 for m in messages)
+
+
+async def test_security_extension_notifications_are_answered_and_become_events(
+    running: Running,
+) -> None:
+    """OCPP 1.6 Security whitepaper: SignedFirmwareStatusNotification, LogStatusNotification and
+    SecurityEventNotification from a charger are answered and each is an event."""
+    cid = "CP-16-SEC"
+    await register(running.api, cid)
+    async with charge_point(running, cid) as cp:
+        await cp.call(call.SignedFirmwareStatusNotification(status="Downloading", request_id=7))
+        await cp.call(
+            call.SignedFirmwareStatusNotification(status="InvalidSignature", request_id=7)
+        )
+        await cp.call(call.LogStatusNotification(status="Uploading", request_id=8))
+        await cp.call(call.LogStatusNotification(status="Uploaded", request_id=8))
+        await cp.call(
+            call.SecurityEventNotification(
+                type="FirmwareUpdated", timestamp="2026-11-27T10:00:00Z", tech_info="2.0.0"
+            )
+        )
+
+    progress = [
+        (e["payload"]["kind"], e["payload"]["status"], e["payload"]["request_id"])
+        for e in await charger_events(running, cid, "FirmwareStatusChanged")
+    ]
+    assert progress == [
+        ("signed_firmware", "Downloading", 7),
+        ("signed_firmware", "InvalidSignature", 7),
+        ("log", "Uploading", 8),
+        ("log", "Uploaded", 8),
+    ]
+    [security] = await charger_events(running, cid, "SecurityEventReported")
+    assert security["payload"]["event_type"] == "FirmwareUpdated"
+    assert security["payload"]["tech_info"] == "2.0.0"
+    assert security["payload"]["charger_time"].startswith("2026-11-27T10:00:00")
+    state = (await running.api.get(f"/api/v1/chargers/{cid}")).json()
+    assert state["boot"]["firmware_status"] == "InvalidSignature"
