@@ -186,3 +186,20 @@ async def test_security_extension_notifications_are_answered_and_become_events(
     assert security["payload"]["charger_time"].startswith("2026-11-27T10:00:00")
     state = (await running.api.get(f"/api/v1/chargers/{cid}")).json()
     assert state["boot"]["firmware_status"] == "InvalidSignature"
+
+
+async def test_meter_values_retry_and_unknown_vendor_data_transfer(running: Running) -> None:
+    """A retried MeterValues (new message id, same content) is not a second event; a
+    DataTransfer for a vendor nobody registered is answered UnknownVendorId."""
+    cid = "CP-16-METER"
+    await register(running.api, cid)
+    sample = {"timestamp": "2026-11-27T11:00:00Z", "sampledValue": [{"value": "1500"}]}
+    async with charge_point(running, cid) as cp:
+        for _ in range(2):
+            await cp.call(call.MeterValues(connector_id=2, meter_value=[sample]))
+        vendor = await cp.call(call.DataTransfer(vendor_id="com.example.nobody", data="x"))
+        assert vendor.status == "UnknownVendorId"
+
+    [received] = await charger_events(running, cid, "MeterValuesReceived")
+    assert received["payload"]["connector"]["connector_id"] == 2
+    assert received["payload"]["charger_time"].startswith("2026-11-27T11:00:00")

@@ -260,3 +260,31 @@ async def test_station_lifecycle(running: Running) -> None:
     assert actions_in.count("NotifyEvent") == 3
     assert actions_in.count("TransactionEvent") == 4
     assert {"BootNotification", "SecurityEventNotification", "DataTransfer"} <= set(actions_in)
+
+
+async def test_meter_values_outside_a_transaction_and_their_retry(running: Running) -> None:
+    """A standalone MeterValues (EVSE 1) is an event; the charger's retry of it (a new message
+    id, the same content) is answered again but is not a second event."""
+    cid = "CP-201-METER"
+    await register(running.api, cid)
+    sample = {
+        "timestamp": "2026-11-27T11:00:00Z",
+        "sampled_value": [{"value": 12.5, "measurand": "Energy.Active.Import.Register"}],
+    }
+    later = {**sample, "timestamp": "2026-11-27T11:15:00Z"}
+    async with charge_point(running, cid, "2.0.1") as cp:
+        await cp.call(call.MeterValues(evse_id=1, meter_value=[sample]))
+        await cp.call(call.MeterValues(evse_id=1, meter_value=[sample]))
+        await cp.call(call.MeterValues(evse_id=1, meter_value=[later]))
+
+    received = await charger_events(running, cid, "MeterValuesReceived")
+    assert [e["payload"]["charger_time"][:19] for e in received] == [
+        "2026-11-27T11:00:00",
+        "2026-11-27T11:15:00",
+    ]
+    assert received[0]["payload"]["connector"]["evse_id"] == 1
+    assert received[0]["payload"]["transaction_id"] is None
+    messages = (
+        await running.api.get(f"/api/v1/chargers/{cid}/messages", params={"limit": 100})
+    ).json()["items"]
+    assert [m["action"] for m in messages if m["direction"] == "in"].count("MeterValues") == 3
