@@ -37,6 +37,8 @@ from tests.work_order_helpers import (
     get_order,
 )
 from ticketing.tables import ChargerAsset, ChargerSignal, FaultReport
+from ticketing.work_orders import intake as intake_module
+from ticketing.work_orders import store
 from ticketing.work_orders.states import ACTIVE
 
 CHARGEX = "https://chargex.inl.gov"
@@ -597,3 +599,51 @@ async def test_redelivered_fault_event_changes_nothing(running: Running) -> None
     await intake.handle(fault())
     occurrences, entries, reports = await snapshot()
     assert (occurrences, reports) == (2, 2) and entries > once[1]
+
+
+async def test_a_page_of_events_is_applied_in_time_bounded_transactions(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The embedded bus hands the intake pages of events; each of its transactions stops
+    after a time budget (it shares the SQLite writer with chargers waiting for answers).
+    With no budget at all every event is its own transaction, all are applied in order, and
+    when one fails part-way the page's redelivery, one event at a time, applies only the
+    rest."""
+    charger_id = "CP-DF-BUDGET"
+    intake = running.system.ticketing.intake
+    monkeypatch.setattr(intake_module, "TRANSACTION_BUDGET_S", 0.0)
+    real_run = store.run
+    transactions: list[int] = []
+
+    async def run_failing_the_fourth(*args: Any) -> Any:
+        transactions.append(len(transactions) + 1)
+        if len(transactions) == 4:
+            raise RuntimeError("the database went away")
+        return await real_run(*args)
+
+    monkeypatch.setattr(store, "run", run_failing_the_fourth)
+    page = [
+        FaultRaised(
+            charger_id=charger_id,
+            received_at=utcnow(),
+            connector=ConnectorRef(connector_id=1),
+            source="status_notification",
+            error_code="GroundFailure",
+            severity=Severity.critical,
+            status=NormalizedStatus.faulted,
+        )
+        for _ in range(6)
+    ]
+
+    with pytest.raises(RuntimeError, match="went away"):
+        await intake.handle_batch(page)
+    assert transactions == [1, 2, 3, 4]
+    (order,) = await _orders(running, charger_id=charger_id)
+    assert order["occurrences"] == 3
+    assert await _fault_reports(running, charger_id) == 3
+
+    for event in page:  # what the bus does after a failed page
+        await intake.handle(event)
+    (order,) = await _orders(running, charger_id=charger_id)
+    assert order["occurrences"] == 6
+    assert await _fault_reports(running, charger_id) == 6
