@@ -40,7 +40,7 @@ import time
 import urllib.error
 import urllib.request
 from array import array
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
@@ -360,27 +360,32 @@ def _echo_main(port: int, use_uvloop: bool, cpus: frozenset[int] | None, ready: 
     if cpus is not None:
         os.sched_setaffinity(0, cpus)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    from websockets.asyncio.server import ServerConnection, serve
-    from websockets.typing import Subprotocol
+    from websockets.asyncio.server import ServerConnection
 
     async def handler(ws: ServerConnection) -> None:
         async for message in ws:
             call = orjson.loads(message)
             await ws.send(orjson.dumps([3, call[1], {}]).decode())
 
-    async def main() -> None:
-        async with serve(
-            handler,
-            HOST,
-            port,
-            subprotocols=[Subprotocol("ocpp2.0.1"), Subprotocol("ocpp1.6")],
-            compression=None,
-            max_size=256 * 1024,
-        ):
-            ready.set()
-            await asyncio.Event().wait()
+    run_async(serve_bare(handler, port, ready), use_uvloop)
 
-    run_async(main(), use_uvloop)
+
+async def serve_bare(handler: Callable[[Any], Awaitable[None]], port: int, ready: Any) -> None:
+    """Serve OCPP-J WebSockets with bare `websockets` on HOST:port until killed (the echo
+    and floor targets); ``ready`` is set once listening."""
+    from websockets.asyncio.server import serve
+    from websockets.typing import Subprotocol
+
+    async with serve(
+        handler,
+        HOST,
+        port,
+        subprotocols=[Subprotocol("ocpp2.0.1"), Subprotocol("ocpp1.6")],
+        compression=None,
+        max_size=256 * 1024,
+    ):
+        ready.set()
+        await asyncio.Event().wait()
 
 
 def _floor_main(port: int, synchronous: str, cpus: frozenset[int] | None, ready: Any) -> None:

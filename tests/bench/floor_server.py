@@ -36,8 +36,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from websockets.asyncio.server import ServerConnection, serve
-from websockets.typing import Subprotocol
+from benchlib import serve_bare
+from websockets.asyncio.server import ServerConnection
 
 from csms.protocol.validation import get_validator
 from services.bus.contracts import new_event_id
@@ -191,13 +191,4 @@ async def serve_floor(port: int, synchronous: str, ready: Any) -> None:
             answer_validator(answer)
             await ws.send(orjson.dumps([3, call[1], answer]).decode())
 
-    async with serve(
-        handler,
-        "127.0.0.1",
-        port,
-        subprotocols=[Subprotocol("ocpp2.0.1"), Subprotocol("ocpp1.6")],
-        compression=None,
-        max_size=256 * 1024,
-    ):
-        ready.set()
-        await asyncio.Event().wait()
+    await serve_bare(handler, port, ready)

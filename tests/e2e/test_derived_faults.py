@@ -565,20 +565,25 @@ async def test_security_events_tamper_opens_s1_failed_auth_only_at_its_rate(
 
 
 # ------------------------------------------------------------------ 8. redelivery
+def ground_fault(charger_id: str) -> FaultRaised:
+    """A new FaultRaised event (its own id) on connector 1, as csms publishes it."""
+    return FaultRaised(
+        charger_id=charger_id,
+        received_at=utcnow(),
+        connector=ConnectorRef(connector_id=1),
+        source="status_notification",
+        error_code="GroundFailure",
+        severity=Severity.critical,
+        status=NormalizedStatus.faulted,
+    )
+
+
 async def test_redelivered_fault_event_changes_nothing(running: Running) -> None:
     charger_id = "CP-DF-DUP"
     intake = running.system.ticketing.intake
 
     def fault() -> FaultRaised:
-        return FaultRaised(
-            charger_id=charger_id,
-            received_at=utcnow(),
-            connector=ConnectorRef(connector_id=1),
-            source="status_notification",
-            error_code="GroundFailure",
-            severity=Severity.critical,
-            status=NormalizedStatus.faulted,
-        )
+        return ground_fault(charger_id)
 
     async def snapshot() -> tuple[int, int, int]:
         (order,) = await _orders(running, charger_id=charger_id)
@@ -622,18 +627,7 @@ async def test_a_page_of_events_is_applied_in_time_bounded_transactions(
         return await real_run(*args)
 
     monkeypatch.setattr(store, "run", run_failing_the_fourth)
-    page = [
-        FaultRaised(
-            charger_id=charger_id,
-            received_at=utcnow(),
-            connector=ConnectorRef(connector_id=1),
-            source="status_notification",
-            error_code="GroundFailure",
-            severity=Severity.critical,
-            status=NormalizedStatus.faulted,
-        )
-        for _ in range(6)
-    ]
+    page = [ground_fault(charger_id) for _ in range(6)]
 
     with pytest.raises(RuntimeError, match="went away"):
         await intake.handle_batch(page)
