@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     #: written, gathered into one commit (services/committer.py); 0 = the next commit
     defer_interval: float = Field(default=0.1, ge=0, le=5)
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    #: CPU milliseconds one work-order intake transaction may spend before it commits and the
+    #: next goes on with the rest of the page (ticketing/work_orders/intake.py)
+    intake_transaction_budget_ms: float = Field(default=5.0, ge=0, le=10_000)
     log_level: str = "INFO"
 
     # ticketing: derived faults and timers

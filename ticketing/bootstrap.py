@@ -51,7 +51,14 @@ def build(
     settings: Settings, bus: Bus, db: Database, committer: GroupCommitter, clock: Clock
 ) -> TicketingRuntime:
     thresholds = Thresholds.from_settings(settings)
-    intake = WorkOrderIntake(committer, bus, clock, thresholds, db)
+    intake = WorkOrderIntake(
+        committer,
+        bus,
+        clock,
+        thresholds,
+        db,
+        transaction_budget=settings.intake_transaction_budget_ms / 1000,
+    )
     bus.subscribe_batch(CONSUMER, EVENT_TYPES, intake.handle, intake.handle_batch)
     scanner = Scanner(committer, db, bus, clock, thresholds, settings.ticketing_scan_interval)
     webhooks = WebhookDeliverer(db, committer, clock)

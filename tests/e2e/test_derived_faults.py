@@ -37,7 +37,6 @@ from tests.work_order_helpers import (
     get_order,
 )
 from ticketing.tables import ChargerAsset, ChargerSignal, FaultReport
-from ticketing.work_orders import intake as intake_module
 from ticketing.work_orders import store
 from ticketing.work_orders.states import ACTIVE
 
@@ -607,16 +606,23 @@ async def test_redelivered_fault_event_changes_nothing(running: Running) -> None
 
 
 async def test_a_page_of_events_is_applied_in_time_bounded_transactions(
-    running: Running, monkeypatch: pytest.MonkeyPatch
+    system_factory: SystemFactory, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The embedded bus hands the intake pages of events; each of its transactions stops
     after a time budget (it shares the SQLite writer with chargers waiting for answers).
     With no budget at all every event is its own transaction, all are applied in order, and
     when one fails part-way the page's redelivery, one event at a time, applies only the
     rest."""
+    async with system_factory(
+        clock=clock, ticketing_scan_interval=3600, intake_transaction_budget_ms=0
+    ) as running:
+        await _page_in_transactions(running, monkeypatch)
+
+
+async def _page_in_transactions(running: Running, monkeypatch: pytest.MonkeyPatch) -> None:
     charger_id = "CP-DF-BUDGET"
     intake = running.system.ticketing.intake
-    monkeypatch.setattr(intake_module, "TRANSACTION_BUDGET_S", 0.0)
+    assert intake.transaction_budget == 0
     real_run = store.run
     transactions: list[int] = []
 

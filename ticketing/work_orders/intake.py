@@ -381,13 +381,14 @@ def relevant(conn: Connection, event: Event, known: Known | None = None) -> bool
     return True
 
 
-#: CPU time (of the thread running it) one intake transaction may spend applying events
-#: before it commits them
+#: default CPU time (of the thread running it) one intake transaction may spend applying
+#: events before it commits them (``CHARGEOPS_INTAKE_TRANSACTION_BUDGET_MS``)
 TRANSACTION_BUDGET_S = 0.005
 
 
-def _apply_some(events: Sequence[Event], conn: Connection, ctx: OpContext) -> int:
-    """Apply events in order until the budget is spent (at least one); return how many."""
+def _apply_some(budget: float, events: Sequence[Event], conn: Connection, ctx: OpContext) -> int:
+    """Apply events in order until ``budget`` seconds of CPU are spent (at least one event);
+    return how many."""
     started = time.thread_time()
     known = Known.read(conn, events)
     for done, event in enumerate(events, 1):
@@ -397,7 +398,7 @@ def _apply_some(events: Sequence[Event], conn: Connection, ctx: OpContext) -> in
         if _first_delivery(conn, event, ctx.now):
             handler(conn, ctx, event)
             known.live.add(event.charger_id)  # later events see its effects live
-        if time.thread_time() - started >= TRANSACTION_BUDGET_S:
+        if time.thread_time() - started >= budget:
             return done
     return len(events)
 
@@ -410,8 +411,11 @@ class WorkOrderIntake:
         clock: Clock,
         thresholds: Thresholds,
         db: Database,
+        *,
+        transaction_budget: float = TRANSACTION_BUDGET_S,
     ) -> None:
         self.committer = committer
+        self.transaction_budget = transaction_budget
         self.bus = bus
         self.clock = clock
         self.thresholds = thresholds
@@ -422,23 +426,25 @@ class WorkOrderIntake:
         delivers them again one at a time through :meth:`handle`, and the inbox skips those
         already applied).
 
-        Decision: a transaction applies events until it has spent
-        :data:`TRANSACTION_BUDGET_S` of CPU, commits, and the next one goes on with the
-        rest. On SQLite this transaction runs on the one writer the OCPP edge commits with,
-        so while it runs chargers wait for their answers: a page of 50 faults (about 2 ms
-        each in a flapping storm) held them ~100 ms, and at 1,000 faults/s the chargers'
-        p99 was ~165-240 ms; with the budget it is ~30-40 ms (tests/bench/README.md). The
-        price is more commits, each awaited before the next part: in the benchmark's flapping
-        storm (1,000 chargers, 200 faults/s, one core) orders now lag up to a few seconds
-        where they kept up before. CPU time, not wall time: the writer thread also waits for
-        the GIL, and a wall-time budget cut transactions shorter still. A page of events that
-        change nothing still goes in one transaction."""
+        Decision: a transaction applies events until it has spent ``transaction_budget``
+        seconds of CPU (``CHARGEOPS_INTAKE_TRANSACTION_BUDGET_MS``, 5 ms), commits, and the
+        next one goes on with the rest. On SQLite this transaction runs on the one writer
+        the OCPP edge commits with, so while it runs chargers wait for their answers: a page
+        of 50 faults (about 2 ms each in a flapping storm) held them ~100 ms, and at 1,000
+        faults/s the chargers' p99 was ~165-240 ms; with the budget it is ~30-40 ms
+        (tests/bench/README.md). The price is more commits, each awaited before the next
+        part: in the benchmark's flapping storm (1,000 chargers, 200 faults/s, one core)
+        orders now lag up to a few seconds where they kept up before, and a saturated
+        intake drains 20-40% slower. CPU time, not wall time: the writer thread also waits
+        for the GIL, and a wall-time budget cut transactions shorter still. A page of events
+        that change nothing still goes in one transaction."""
         remaining = list(events)
         while remaining:
             ctx = OpContext(
                 now=self.clock.now(), actor="system", bus=self.bus, thresholds=self.thresholds
             )
-            done = await store.run(self.committer, ctx, functools.partial(_apply_some, remaining))
+            apply = functools.partial(_apply_some, self.transaction_budget, remaining)
+            done = await store.run(self.committer, ctx, apply)
             remaining = remaining[done:]
 
     async def handle(self, event: Event) -> None:
