@@ -356,10 +356,7 @@ class ChargeOpsServer:
 
 
 # ------------------------------------------------------------------ the echo ceiling
-def _echo_main(port: int, use_uvloop: bool, cpus: frozenset[int] | None, ready: Any) -> None:
-    if cpus is not None:
-        os.sched_setaffinity(0, cpus)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+def _echo_main(port: int, use_uvloop: bool, ready: Any) -> None:
     from websockets.asyncio.server import ServerConnection
 
     async def handler(ws: ServerConnection) -> None:
@@ -388,25 +385,35 @@ async def serve_bare(handler: Callable[[Any], Awaitable[None]], port: int, ready
         await asyncio.Event().wait()
 
 
-def _floor_main(port: int, synchronous: str, cpus: frozenset[int] | None, ready: Any) -> None:
-    if cpus is not None:
-        os.sched_setaffinity(0, cpus)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+def _floor_main(port: int, synchronous: str, ready: Any) -> None:
     from floor_server import serve_floor
 
     run_async(serve_floor(port, synchronous, ready), True)
 
 
+def _forked(target: Callable[..., None], cpus: frozenset[int] | None, *args: Any) -> None:
+    """In the child: pin it, let SIGTERM end it, run ``target(*args)``."""
+    if cpus is not None:
+        os.sched_setaffinity(0, cpus)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    target(*args)
+
+
 class ForkedServer:
-    """A server target run as a function in a forked process (echo, floor)."""
+    """A server target run as a function in a forked process (echo, floor): called as
+    ``target(port, *args, ready)``."""
 
     name = "server"
 
-    def __init__(self, target: Callable[..., None], *args: Any) -> None:
+    def __init__(
+        self, target: Callable[..., None], cpus: frozenset[int] | None, *args: Any
+    ) -> None:
         self.port = free_port()
         self.ocpp_port = self.port
         ready = FORK.Event()
-        self.proc = FORK.Process(target=target, args=(self.port, *args, ready), daemon=True)
+        self.proc = FORK.Process(
+            target=_forked, args=(target, cpus, self.port, *args, ready), daemon=True
+        )
         self.proc.start()
         if not ready.wait(30):
             self.proc.kill()
@@ -454,7 +461,7 @@ class EchoServer(ForkedServer):
 
     def __init__(self, *, use_uvloop: bool, cpus: frozenset[int] | None) -> None:
         self.use_uvloop = use_uvloop
-        super().__init__(_echo_main, use_uvloop, cpus)
+        super().__init__(_echo_main, cpus, use_uvloop)
 
 
 class FloorServer(ForkedServer):
@@ -463,7 +470,7 @@ class FloorServer(ForkedServer):
     name = "floor"
 
     def __init__(self, *, synchronous: str, cpus: frozenset[int] | None) -> None:
-        super().__init__(_floor_main, synchronous, cpus)
+        super().__init__(_floor_main, cpus, synchronous)
 
 
 # ------------------------------------------------------------------ OCPP-J frames

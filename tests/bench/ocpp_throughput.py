@@ -380,29 +380,30 @@ def median_row(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return row
 
 
+def workload(row: dict[str, Any]) -> tuple[Any, ...]:
+    """What a run measured: (connections, OCPP version, message); targets are compared on it."""
+    return (row["connections"], row["version"], row["message"])
+
+
 def floor_table(
     floors: list[dict[str, Any]],
     rows: list[dict[str, Any]],
+    echo: dict[tuple[Any, ...], dict[str, Any]],
     fmt: Callable[[dict[str, Any] | None], list[str]],
 ) -> str:
     """The floor against the echo ceiling, and ChargeOps against the floor."""
-
-    def key(r: dict[str, Any]) -> tuple[Any, ...]:
-        return (r["connections"], r["version"], r["message"])
-
-    echo = {key(r): r for r in rows if r["target"] == "echo"}
-    ours = {(*key(r), r["synchronous"]): r for r in rows if r["target"] == "chargeops"}
+    ours = {(*workload(r), r["synchronous"]): r for r in rows if r["target"] == "chargeops"}
 
     def share(a: dict[str, Any] | None, b: dict[str, Any] | None) -> str:
         return f"{a['msgs_per_s'] / b['msgs_per_s']:.0%}" if a and b and b["msgs_per_s"] else "-"
 
     out = [
         [
-            *key(f),
+            *workload(f),
             f["synchronous"],
             *fmt(f),
-            share(f, echo.get(key(f))),
-            share(ours.get((*key(f), f["synchronous"])), f),
+            share(f, echo.get(workload(f))),
+            share(ours.get((*workload(f), f["synchronous"])), f),
         ]
         for f in floors
     ]
@@ -423,14 +424,12 @@ def report(rows: list[dict[str, Any]]) -> None:
             f"{row['server_cpu_util']:.0%}",
         ]
 
-    echo = {
-        (r["connections"], r["version"], r["message"]): r for r in rows if r["target"] == "echo"
-    }
+    echo = {workload(r): r for r in rows if r["target"] == "echo"}
     out = []
     for r in rows:
         if r["target"] != "chargeops":
             continue
-        e = echo.get((r["connections"], r["version"], r["message"]))
+        e = echo.get(workload(r))
         ratio = f"{r['msgs_per_s'] / e['msgs_per_s']:.0%}" if e and e["msgs_per_s"] else "-"
         cpu_ratio = (
             f"{r['server_cpu_us_per_msg'] / e['server_cpu_us_per_msg']:.1f}x"
@@ -476,7 +475,7 @@ def report(rows: list[dict[str, Any]]) -> None:
     if out:
         print(table(headers, out))
     if floors:
-        print(("\n" if out else "") + floor_table(floors, rows, fmt))
+        print(("\n" if out else "") + floor_table(floors, rows, echo, fmt))
     print(
         "\nCPU us/msg = user+sys seconds of the server process in the window / messages answered;"
         " srv CPU = share of one core. Target (information only): ChargeOps >= 35% of echo at "
