@@ -191,6 +191,10 @@ async def test_dead_nodes_chargers_go_offline_once_unless_they_reconnected_elsew
         # the database still says they are online, as after a SIGKILL.
         await a.csms.liveness.stop(mark_stopped=False)
         await a.csms.presence.stop()
+        # What A had queued (its last-seen flush of the Heartbeats) lands now, not after the
+        # sweep below: a killed node writes nothing later (a late last_seen once failed the
+        # offline_since == last_seen check).
+        await a.committer.flush()
         await open_client(b, moved, opened)
         # Time passes: A's last beat is older than the beat timeout and the grace.
         async with db.engine.begin() as conn:
