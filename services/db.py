@@ -6,14 +6,14 @@ normalises on the way in and re-attaches UTC on the way out; PostgreSQL uses tim
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import DateTime, MetaData, Table, event, make_url
 from sqlalchemy import create_engine as sa_create_engine
-from sqlalchemy.engine import Dialect, Engine
+from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.sql import Executable
 from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION = {
@@ -39,6 +40,23 @@ class Base(DeclarativeBase):
 def table_of(model: type[Base]) -> Table:
     """The Core ``Table`` of a mapped class (typed, for batched Core statements)."""
     return cast(Table, model.__table__)
+
+
+class PerDialect:
+    """A statement whose form depends on the dialect (``INSERT .. ON CONFLICT`` comes from
+    ``sqlalchemy.dialects.postgresql`` or ``.sqlite``), built once per dialect and executed
+    with its values as parameters: ``conn.execute(STATEMENT.on(conn), row)``."""
+
+    def __init__(self, build: Callable[[str], Executable]) -> None:
+        self._build = build
+        self._built: dict[str, Executable] = {}
+
+    def on(self, conn: Connection) -> Executable:
+        name = conn.dialect.name
+        statement = self._built.get(name)
+        if statement is None:  # two threads may both build it: same result either way
+            statement = self._built[name] = self._build(name)
+        return statement
 
 
 def utcnow() -> datetime:

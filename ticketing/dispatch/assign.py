@@ -53,6 +53,8 @@ def _facts(
     if lock != "none":
         query = query.with_for_update(skip_locked=lock == "skip")
     rows = conn.execute(query).all()
+    if not rows:
+        return []
     # the load of one technician is asked by id; of many, read whole (no huge IN list)
     load = loads(conn, None if technician_id is None else [technician_id])
     facts = []

@@ -80,11 +80,12 @@ def _fingerprint(rules: Sequence[Rule]) -> tuple[int, datetime | None]:
     return (len(rules), max(stamps, default=None))
 
 
+_FINGERPRINT = select(func.count(), func.max(RULES.c.updated_at)).select_from(RULES)
+
+
 def current_rules(conn: Connection) -> tuple[Rule, ...]:
     """The enabled rules by position, from the cache when the table has not changed."""
-    count, latest = conn.execute(
-        select(func.count(), func.max(RULES.c.updated_at)).select_from(RULES)
-    ).one()
+    count, latest = conn.execute(_FINGERPRINT).one()
     with _snapshots_lock:
         snapshot = _snapshots.get(conn.engine)
     if snapshot is not None and snapshot.fingerprint == (count, latest):

@@ -38,7 +38,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from sqlalchemy import Table, func, or_, select
+from sqlalchemy import Table, bindparam, func, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -206,9 +206,11 @@ def list_policies(conn: Connection) -> list[PolicyRow]:
     return [PolicyRow.from_row(r) for r in rows]
 
 
+_BY_ID = select(policies_table()).where(policies_table().c.id == bindparam("b_id"))
+
+
 def get_policy(conn: Connection, policy_id: int) -> PolicyRow | None:
-    t = policies_table()
-    row = conn.execute(select(t).where(t.c.id == policy_id)).mappings().first()
+    row = conn.execute(_BY_ID, {"b_id": policy_id}).mappings().first()
     return None if row is None else PolicyRow.from_row(row)
 
 

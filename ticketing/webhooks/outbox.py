@@ -111,6 +111,9 @@ def payload(
     return orjson.dumps(document, default=_default, option=_JSON_OPTIONS).decode()
 
 
+_ENABLED = select(WEBHOOKS.c.id, WEBHOOKS.c.events).where(WEBHOOKS.c.enabled.is_(True))
+
+
 def _subscribed(events: list[str] | None, event_type: str) -> bool:
     return not events or event_type in events
 
@@ -172,9 +175,7 @@ def enqueue(
     Returns how many deliveries were inserted (0 for an event id already queued)."""
     if event_type not in EVENT_TYPES:
         raise ValueError(f"unknown work order event type {event_type!r}")
-    hooks = conn.execute(
-        select(WEBHOOKS.c.id, WEBHOOKS.c.events).where(WEBHOOKS.c.enabled.is_(True))
-    ).all()
+    hooks = conn.execute(_ENABLED).all()
     targets = [hook.id for hook in hooks if _subscribed(hook.events, event_type)]
     if not targets:
         return 0

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import and_, delete, func, or_, select
+from sqlalchemy import and_, bindparam, delete, func, or_, select
 from sqlalchemy.engine import Connection
 
 from services.db import table_of
@@ -36,6 +36,20 @@ SIGNAL_RETENTION = timedelta(days=2)
 COMMISSIONED = or_(ASSETS.c.online.is_(True), ASSETS.c.offline_since.isnot(None))
 
 
+#: Statements built once, their values given as execute parameters (see store.py).
+_INSERT_SIGNAL = SIGNALS.insert()
+_COUNT_SIGNALS = (
+    select(func.count())
+    .select_from(SIGNALS)
+    .where(
+        SIGNALS.c.charger_id == bindparam("b_charger"),
+        SIGNALS.c.kind == bindparam("b_kind"),
+        SIGNALS.c.at > bindparam("b_since"),
+    )
+)
+_COUNT_CONNECTOR_SIGNALS = _COUNT_SIGNALS.where(SIGNALS.c.connector == bindparam("b_connector"))
+
+
 def signal(
     conn: Connection,
     ctx: OpContext,
@@ -46,7 +60,8 @@ def signal(
 ) -> int:
     """Record one signal; returns how many of its kind fell in the last ``window_s``."""
     conn.execute(
-        SIGNALS.insert().values(charger_id=charger_id, connector=connector, kind=kind, at=ctx.now)
+        _INSERT_SIGNAL,
+        {"charger_id": charger_id, "connector": connector, "kind": kind, "at": ctx.now},
     )
     return signals_in_window(conn, ctx, charger_id, kind, window_s, connector=connector)
 
@@ -62,18 +77,15 @@ def signals_in_window(
 ) -> int:
     """How many signals of ``kind`` the charger (one connector, if given) recorded in the
     last ``window_s``."""
-    query = (
-        select(func.count())
-        .select_from(SIGNALS)
-        .where(
-            SIGNALS.c.charger_id == charger_id,
-            SIGNALS.c.kind == kind,
-            SIGNALS.c.at > ctx.now - timedelta(seconds=window_s),
-        )
-    )
-    if connector is not None:
-        query = query.where(SIGNALS.c.connector == connector)
-    return int(conn.execute(query).scalar_one())
+    params = {
+        "b_charger": charger_id,
+        "b_kind": kind,
+        "b_since": ctx.now - timedelta(seconds=window_s),
+    }
+    if connector is None:
+        return int(conn.execute(_COUNT_SIGNALS, params).scalar_one())
+    params["b_connector"] = connector
+    return int(conn.execute(_COUNT_CONNECTOR_SIGNALS, params).scalar_one())
 
 
 def prune_signals(conn: Connection, ctx: OpContext) -> int:

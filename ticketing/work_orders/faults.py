@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import bindparam, or_, select
 from sqlalchemy.engine import Connection
 
 from services.db import table_of
@@ -56,6 +56,52 @@ class FaultInput:
     detail: Mapping[str, Any]
 
 
+#: Statements built once, their values given as execute parameters (see store.py).
+_ASSET = select(ASSETS).where(ASSETS.c.charger_id == bindparam("b_charger"))
+_SITE = select(ASSETS.c.site_id).where(ASSETS.c.charger_id == bindparam("b_charger"))
+_ENGINE_ACTIVE = (WORK_ORDERS.c.state.in_(ACTIVE), WORK_ORDERS.c.source.in_(ENGINE_SOURCES))
+_SITE_ORDER = (
+    select(WORK_ORDERS)
+    .where(
+        WORK_ORDERS.c.site_id == bindparam("b_site"),
+        WORK_ORDERS.c.charger_id.is_(None),
+        *_ENGINE_ACTIVE,
+    )
+    .limit(1)
+    .with_for_update()
+)
+_OTHER_CONNECTORS = (
+    select(WORK_ORDERS)
+    .where(
+        WORK_ORDERS.c.charger_id == bindparam("b_charger"),
+        WORK_ORDERS.c.connector != bindparam("b_connector"),
+        *_ENGINE_ACTIVE,
+    )
+    .order_by(WORK_ORDERS.c.id)
+    .with_for_update()
+)
+
+
+def _healthy_query(connector: bool, categories: int) -> Any:
+    query = select(WORK_ORDERS).where(
+        WORK_ORDERS.c.charger_id == bindparam("b_charger"),
+        WORK_ORDERS.c.state.in_(ACTIVE),
+        WORK_ORDERS.c.source == bindparam("b_source"),
+        or_(WORK_ORDERS.c.error_code.is_(None), WORK_ORDERS.c.error_code.notin_(PATTERN_KINDS)),
+    )
+    if connector:
+        query = query.where(WORK_ORDERS.c.connector == bindparam("b_connector"))
+    if categories == 1:
+        query = query.where(WORK_ORDERS.c.category == bindparam("b_category"))
+    elif categories > 1:
+        query = query.where(WORK_ORDERS.c.category.in_(bindparam("b_categories", expanding=True)))
+    return query.order_by(WORK_ORDERS.c.id).with_for_update()
+
+
+#: by (connector given, categories: 0 = any, 1 = one, 2 = several)
+_HEALTHY = {(c, k): _healthy_query(c, k) for c in (False, True) for k in (0, 1, 2)}
+
+
 def dedupe_key(fault: FaultInput) -> str:
     if fault.charger_id is None:
         return f"site:{fault.site_id}|{fault.classification.category}"
@@ -64,12 +110,12 @@ def dedupe_key(fault: FaultInput) -> str:
 
 def asset_of(conn: Connection, charger_id: str) -> dict[str, Any]:
     """The charger's projection row (site, vendor, model, OCPP version, online); {} if unknown."""
-    row = conn.execute(select(ASSETS).where(ASSETS.c.charger_id == charger_id)).mappings().first()
+    row = conn.execute(_ASSET, {"b_charger": charger_id}).mappings().first()
     return dict(row) if row is not None else {}
 
 
 def site_of(conn: Connection, charger_id: str) -> str | None:
-    site = conn.execute(select(ASSETS.c.site_id).where(ASSETS.c.charger_id == charger_id)).scalar()
+    site = conn.execute(_SITE, {"b_charger": charger_id}).scalar()
     return str(site) if site is not None else None
 
 
@@ -89,36 +135,14 @@ def _covers(parent: str, child: str) -> bool:
 def _absorbing_order(conn: Connection, fault: FaultInput) -> store.Order | None:
     """An open site-level or charger/EVSE-level order this fault belongs to."""
     if fault.site_id is not None and fault.charger_id is not None:
-        site_order = (
-            conn.execute(
-                select(WORK_ORDERS)
-                .where(
-                    WORK_ORDERS.c.site_id == fault.site_id,
-                    WORK_ORDERS.c.charger_id.is_(None),
-                    WORK_ORDERS.c.state.in_(ACTIVE),
-                    WORK_ORDERS.c.source.in_(ENGINE_SOURCES),
-                )
-                .limit(1)
-                .with_for_update()
-            )
-            .mappings()
-            .first()
-        )
+        site_order = conn.execute(_SITE_ORDER, {"b_site": fault.site_id}).mappings().first()
         if site_order is not None:
             return dict(site_order)
     if fault.charger_id is None or fault.connector is None:
         return None
     rows = (
         conn.execute(
-            select(WORK_ORDERS)
-            .where(
-                WORK_ORDERS.c.charger_id == fault.charger_id,
-                WORK_ORDERS.c.state.in_(ACTIVE),
-                WORK_ORDERS.c.source.in_(ENGINE_SOURCES),
-                WORK_ORDERS.c.connector != fault.connector,
-            )
-            .order_by(WORK_ORDERS.c.id)
-            .with_for_update()
+            _OTHER_CONNECTORS, {"b_charger": fault.charger_id, "b_connector": fault.connector}
         )
         .mappings()
         .all()
@@ -286,7 +310,7 @@ def healthy(
     charger_id: str,
     connector: str | None,
     categories: frozenset[str] | None,
-    sources: frozenset[str],
+    source: str,
     event_id: str | None,
     why: str,
 ) -> list[store.Order]:
@@ -294,18 +318,22 @@ def healthy(
 
     Self-recovered when nobody was on site; ``remote_fix`` orders resolve remotely.
     Pattern orders (:data:`PATTERN_KINDS`) stay open."""
-    query = select(WORK_ORDERS).where(
-        WORK_ORDERS.c.charger_id == charger_id,
-        WORK_ORDERS.c.state.in_(ACTIVE),
-        WORK_ORDERS.c.source.in_(sources),
-        or_(WORK_ORDERS.c.error_code.is_(None), WORK_ORDERS.c.error_code.notin_(PATTERN_KINDS)),
-    )
+    params: dict[str, Any] = {"b_charger": charger_id, "b_source": source}
     if connector is not None:
-        query = query.where(WORK_ORDERS.c.connector == connector)
-    if categories is not None:
-        query = query.where(WORK_ORDERS.c.category.in_(categories))
+        params["b_connector"] = connector
+    if categories is None:
+        several = 0
+    elif not categories:
+        return []
+    elif len(categories) == 1:
+        several = 1
+        (params["b_category"],) = categories
+    else:
+        several = 2
+        params["b_categories"] = sorted(categories)
+    query = _HEALTHY[connector is not None, several]
     resolved = []
-    for row in conn.execute(query.order_by(WORK_ORDERS.c.id).with_for_update()).mappings().all():
+    for row in conn.execute(query, params).mappings().all():
         order = dict(row)
         if order["state"] == "remote_fix":
             resolution = "resolved_remotely"

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -36,7 +36,7 @@ from services.bus.contracts import (
 from services.bus.tables import InboxEntry
 from services.clock import Clock
 from services.committer import GroupCommitter
-from services.db import Database, table_of, utcnow
+from services.db import Database, PerDialect, table_of, utcnow
 from services.observability import metrics
 from ticketing.rules.model import Classification, FaultSignature
 from ticketing.rules.store import classify
@@ -69,13 +69,18 @@ PORT_CATEGORIES = frozenset(
 Handler = Callable[[Connection, OpContext, Any], None]
 
 
-def _first_delivery(conn: Connection, event: Event, now: Any) -> bool:
-    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    result = conn.execute(
-        insert(INBOX)
-        .values(consumer=CONSUMER, event_id=event.event_id, handled_at=now)
+_INBOX_INSERT = PerDialect(
+    lambda dialect: (
+        (pg_insert if dialect == "postgresql" else sqlite_insert)(INBOX)
+        .values(consumer=CONSUMER, event_id=bindparam("event_id"), handled_at=bindparam("now"))
         .on_conflict_do_nothing()
     )
+)
+_INSERT_REPORT = FAULT_REPORTS.insert()
+
+
+def _first_delivery(conn: Connection, event: Event, now: Any) -> bool:
+    result = conn.execute(_INBOX_INSERT.on(conn), {"event_id": event.event_id, "now": now})
     return bool(result.rowcount == 1)
 
 
@@ -140,7 +145,7 @@ def _rate_allows(
 
 
 def on_fault_raised(conn: Connection, ctx: OpContext, event: FaultRaised) -> None:
-    conn.execute(FAULT_REPORTS.insert().values(_report_row(event, ctx.now)))
+    conn.execute(_INSERT_REPORT, _report_row(event, ctx.now))
     asset = faults.asset_of(conn, event.charger_id)
     cls = classify(conn, _signature(event, asset))
     counted = metrics.child(metrics.FAULTS_CLASSIFIED, cls.severity, cls.category)
@@ -181,7 +186,7 @@ def on_fault_raised(conn: Connection, ctx: OpContext, event: FaultRaised) -> Non
 
 
 def on_fault_cleared(conn: Connection, ctx: OpContext, event: FaultCleared) -> None:
-    conn.execute(FAULT_REPORTS.insert().values(_report_row(event, ctx.now)))
+    conn.execute(_INSERT_REPORT, _report_row(event, ctx.now))
     if event.status is not None and event.status not in HEALTHY:
         return  # the fault changed, the connector is not healthy (e.g. Unavailable)
     cls = classify(conn, _signature(event, faults.asset_of(conn, event.charger_id)))
@@ -191,7 +196,7 @@ def on_fault_cleared(conn: Connection, ctx: OpContext, event: FaultCleared) -> N
         charger_id=event.charger_id,
         connector=event.connector.key,
         categories=frozenset({cls.category}),
-        sources=frozenset({"fault"}),
+        source="fault",
         event_id=event.event_id,
         why=f"{event.error_code} cleared by the charger",
     )
@@ -209,7 +214,7 @@ def on_status(conn: Connection, ctx: OpContext, event: ConnectorStatusChanged) -
             charger_id=event.charger_id,
             connector=key,
             categories=PORT_CATEGORIES,
-            sources=frozenset({"fault"}),
+            source="fault",
             event_id=event.event_id,
             why=f"connector {key} reports {event.raw_status}",
         )
@@ -240,7 +245,7 @@ def on_online(conn: Connection, ctx: OpContext, event: ChargerOnline | ChargerCo
         charger_id=event.charger_id,
         connector=None,
         categories=None,
-        sources=frozenset({"offline"}),
+        source="offline",
         event_id=event.event_id,
         why="the charger is back online",
     )

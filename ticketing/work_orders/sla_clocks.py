@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.engine import Connection
 
 from services.db import table_of
@@ -31,6 +31,12 @@ from ticketing.work_orders.context import OpContext
 CLOCKS = table_of(SlaClock)
 TARGETS = ("response", "on_site", "resolution")
 FINAL = frozenset({"met", "cancelled"})
+#: Statements built once, their values given as execute parameters (see store.py).
+_OF_ORDER = select(CLOCKS).where(CLOCKS.c.order_id == bindparam("b_order"))
+_DELETE_OF_ORDER = delete(CLOCKS).where(CLOCKS.c.order_id == bindparam("b_order"))
+_UPDATE = CLOCKS.update().where(
+    CLOCKS.c.order_id == bindparam("b_order"), CLOCKS.c.target == bindparam("b_target")
+)
 _STOPS: dict[str, frozenset[str]] = {
     "response": frozenset({"accepted", "en_route", "on_site", "resolved", "verified", "closed"}),
     "on_site": frozenset({"on_site", "resolved", "verified", "closed"}),
@@ -39,16 +45,12 @@ _STOPS: dict[str, frozenset[str]] = {
 
 
 def load(conn: Connection, order_id: int) -> dict[str, sla.Clock]:
-    rows = conn.execute(select(CLOCKS).where(CLOCKS.c.order_id == order_id)).mappings()
+    rows = conn.execute(_OF_ORDER, {"b_order": order_id}).mappings()
     return {row["target"]: sla.Clock.from_row(row) for row in rows}
 
 
 def _save(conn: Connection, order_id: int, clock: sla.Clock) -> None:
-    conn.execute(
-        CLOCKS.update()
-        .where(CLOCKS.c.order_id == order_id, CLOCKS.c.target == clock.target)
-        .values(**clock.to_row())
-    )
+    conn.execute(_UPDATE, {**clock.to_row(), "b_order": order_id, "b_target": clock.target})
 
 
 def _stopped(clock: sla.Clock) -> bool:
@@ -57,7 +59,7 @@ def _stopped(clock: sla.Clock) -> bool:
 
 def start_all(conn: Connection, ctx: OpContext, order: Mapping[str, Any]) -> None:
     """Start (or restart, on reopen) every target the order's policy defines."""
-    conn.execute(delete(CLOCKS).where(CLOCKS.c.order_id == order["id"]))
+    conn.execute(_DELETE_OF_ORDER, {"b_order": order["id"]})
     policy = _policy(conn, order)
     if policy is None:
         return

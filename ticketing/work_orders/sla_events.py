@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, bindparam, or_, select
 from sqlalchemy.engine import Connection
 
 from services.db import table_of
@@ -35,37 +35,47 @@ TEAMS = table_of(Team)
 SLA_KINDS = frozenset({"sla_warning", "sla_breached", "escalation"})
 
 
-def _due_condition(ctx: OpContext) -> Any:
-    running = and_(CLOCKS.c.stopped_at.is_(None), CLOCKS.c.running_since.isnot(None))
-    due = or_(
-        and_(CLOCKS.c.warned_at.is_(None), CLOCKS.c.warn_at <= ctx.now),
-        and_(CLOCKS.c.breached_at.is_(None), CLOCKS.c.due_at <= ctx.now),
+#: A running clock whose warning or breach is due at ``b_now`` (statements below are built
+#: once, their values given as execute parameters: see store.py).
+_DUE = and_(
+    CLOCKS.c.stopped_at.is_(None),
+    CLOCKS.c.running_since.isnot(None),
+    or_(
+        and_(CLOCKS.c.warned_at.is_(None), CLOCKS.c.warn_at <= bindparam("b_now")),
+        and_(CLOCKS.c.breached_at.is_(None), CLOCKS.c.due_at <= bindparam("b_now")),
+    ),
+)
+_DUE_ANY = (
+    select(CLOCKS)
+    .where(_DUE)
+    .order_by(CLOCKS.c.due_at)
+    .limit(BATCH)
+    .with_for_update(skip_locked=True)
+)
+_DUE_OF_ORDER = select(CLOCKS).where(CLOCKS.c.order_id == bindparam("b_order"), _DUE)
+_CLAIM = {
+    column: CLOCKS.update().where(
+        CLOCKS.c.order_id == bindparam("b_order"),
+        CLOCKS.c.target == bindparam("b_target"),
+        CLOCKS.c[column].is_(None),
     )
-    return and_(running, due)
+    for column in ("warned_at", "breached_at")
+}
+_MARK = CLOCKS.update().where(
+    CLOCKS.c.order_id == bindparam("b_order"), CLOCKS.c.target == bindparam("b_target")
+)
 
 
 def due_clocks(conn: Connection, ctx: OpContext) -> list[Mapping[str, Any]]:
     """Clocks of any order whose warning or breach is due (claimed, skip-locked)."""
-    rows = conn.execute(
-        select(CLOCKS)
-        .where(_due_condition(ctx))
-        .order_by(CLOCKS.c.due_at)
-        .limit(BATCH)
-        .with_for_update(skip_locked=True)
-    ).mappings()
+    rows = conn.execute(_DUE_ANY, {"b_now": ctx.now}).mappings()
     return [dict(row) for row in rows]
 
 
 def _claim(conn: Connection, row: Mapping[str, Any], column: str, ctx: OpContext) -> bool:
     """Set ``column`` (warned_at / breached_at) if nobody did: the exactly-once gate."""
     result = conn.execute(
-        CLOCKS.update()
-        .where(
-            CLOCKS.c.order_id == row["order_id"],
-            CLOCKS.c.target == row["target"],
-            CLOCKS.c[column].is_(None),
-        )
-        .values({column: ctx.now})
+        _CLAIM[column], {column: ctx.now, "b_order": row["order_id"], "b_target": row["target"]}
     )
     return bool(result.rowcount == 1)
 
@@ -107,11 +117,7 @@ def fire(conn: Connection, ctx: OpContext, rows: Sequence[Mapping[str, Any]]) ->
             marked["warn_at"] = None
         if clock.breached_at is not None:
             marked["due_at"] = None
-        conn.execute(
-            CLOCKS.update()
-            .where(CLOCKS.c.order_id == order_id, CLOCKS.c.target == row["target"])
-            .values(marked)
-        )
+        conn.execute(_MARK, {**marked, "b_order": order_id, "b_target": row["target"]})
         fired.orders[order_id] = order
     return fired
 
@@ -122,9 +128,7 @@ def fire_for_order(conn: Connection, ctx: OpContext, order: store.Order) -> stor
     Until nothing is due: a breach raises the priority, and the shorter targets of the
     new policy may make another clock overdue at once (as the next scan would find)."""
     for _ in range(2 * len(sla.TARGETS)):  # each target warns and breaches at most once
-        rows = conn.execute(
-            select(CLOCKS).where(CLOCKS.c.order_id == order["id"], _due_condition(ctx))
-        ).mappings()
+        rows = conn.execute(_DUE_OF_ORDER, {"b_order": order["id"], "b_now": ctx.now}).mappings()
         due = [dict(r) for r in rows]
         if not due:
             break

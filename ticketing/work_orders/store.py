@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.engine import Connection
 
 from services.bus.contracts import WorkOrderChanged
@@ -30,6 +30,23 @@ Order = dict[str, Any]
 
 #: Resolutions reached without a person.
 AUTOMATIC = frozenset({"self_recovered", "resolved_remotely"})
+
+
+#: Statements built once (Decision: building a Core statement per call — coercing every
+#: value into a bind parameter, then computing its cache key — cost more CPU than running
+#: it; these take their values as execute parameters, and SQLAlchemy's compiled cache
+#: keeps one compiled form per set of columns).
+_BY_ID = select(WORK_ORDERS).where(WORK_ORDERS.c.id == bindparam("b_id"))
+_BY_ID_LOCKED = _BY_ID.with_for_update()
+_BY_KEY_LOCKED = (
+    select(WORK_ORDERS).where(WORK_ORDERS.c.dedupe_key == bindparam("b_key")).with_for_update()
+)
+_INSERT_ORDER = WORK_ORDERS.insert()
+_INSERT_ENTRY = ENTRIES.insert()
+#: the columns an execution sets come from its parameters; ``b_id``/``b_version`` match
+_UPDATE_ORDER = WORK_ORDERS.update().where(
+    WORK_ORDERS.c.id == bindparam("b_id"), WORK_ORDERS.c.version == bindparam("b_version")
+)
 
 
 class ConcurrentChange(RuntimeError):
@@ -51,10 +68,8 @@ async def run(
 
 
 def load(conn: Connection, order_id: int, *, lock: bool = True) -> Order | None:
-    query = select(WORK_ORDERS).where(WORK_ORDERS.c.id == order_id)
-    if lock:
-        query = query.with_for_update()
-    row = conn.execute(query).mappings().first()
+    query = _BY_ID_LOCKED if lock else _BY_ID
+    row = conn.execute(query, {"b_id": order_id}).mappings().first()
     return dict(row) if row is not None else None
 
 
@@ -66,11 +81,7 @@ def get(conn: Connection, order_id: int) -> Order:
 
 
 def open_by_key(conn: Connection, key: str) -> Order | None:
-    row = (
-        conn.execute(select(WORK_ORDERS).where(WORK_ORDERS.c.dedupe_key == key).with_for_update())
-        .mappings()
-        .first()
-    )
+    row = conn.execute(_BY_KEY_LOCKED, {"b_key": key}).mappings().first()
     return dict(row) if row is not None else None
 
 
@@ -95,23 +106,24 @@ def create(
         "updated_at": ctx.now,
         "version": 1,
     }
-    inserted = conn.execute(WORK_ORDERS.insert().values(values)).inserted_primary_key
+    inserted = conn.execute(_INSERT_ORDER, values).inserted_primary_key
     assert inserted is not None
     order_id = int(inserted[0])
     order: Order = {c.name: None for c in WORK_ORDERS.columns} | values | {"id": order_id}
     conn.execute(
-        ENTRIES.insert().values(
-            order_id=order_id,
-            seq=1,
-            at=ctx.now,
-            actor=ctx.actor,
-            kind="created",
-            from_state=None,
-            to_state="new",
-            note=note,
-            changes=to_json({k: v for k, v in values.items() if k != "version"}),
-            event_id=event_id,
-        )
+        _INSERT_ENTRY,
+        {
+            "order_id": order_id,
+            "seq": 1,
+            "at": ctx.now,
+            "actor": ctx.actor,
+            "kind": "created",
+            "from_state": None,
+            "to_state": "new",
+            "note": note,
+            "changes": to_json({k: v for k, v in values.items() if k != "version"}),
+            "event_id": event_id,
+        },
     )
     sla_clocks.start_all(conn, ctx, order)
     publish(conn, ctx, order, "created", seq=1)
@@ -144,23 +156,29 @@ def change(
         fields["state"] = to_state
     seq = int(order["version"]) + 1
     conn.execute(
-        ENTRIES.insert().values(
-            order_id=order["id"],
-            seq=seq,
-            at=ctx.now,
-            actor=ctx.actor,
-            kind=kind,
-            from_state=order["state"] if to_state is not None else None,
-            to_state=to_state,
-            note=note,
-            changes=to_json({**fields, **({"data": dict(data)} if data else {})}),
-            event_id=event_id,
-        )
+        _INSERT_ENTRY,
+        {
+            "order_id": order["id"],
+            "seq": seq,
+            "at": ctx.now,
+            "actor": ctx.actor,
+            "kind": kind,
+            "from_state": order["state"] if to_state is not None else None,
+            "to_state": to_state,
+            "note": note,
+            "changes": to_json({**fields, **({"data": dict(data)} if data else {})}),
+            "event_id": event_id,
+        },
     )
     result = conn.execute(
-        WORK_ORDERS.update()
-        .where(WORK_ORDERS.c.id == order["id"], WORK_ORDERS.c.version == order["version"])
-        .values(**fields, version=seq, updated_at=ctx.now)
+        _UPDATE_ORDER,
+        {
+            **fields,
+            "version": seq,
+            "updated_at": ctx.now,
+            "b_id": order["id"],
+            "b_version": order["version"],
+        },
     )
     if result.rowcount != 1:
         raise ConcurrentChange(f"work order {order['id']} changed concurrently")
