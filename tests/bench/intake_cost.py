@@ -40,9 +40,10 @@ from services.bus.contracts import (
     NormalizedStatus,
     Severity,
 )
-from services.db import utcnow
+from services.db import table_of, utcnow
 from services.settings import Settings
 from services.wiring import build_all_in_one
+from ticketing.tables import Technician
 from ticketing.work_orders import store
 
 
@@ -94,6 +95,18 @@ def flap(charger_id: str) -> list[Event]:
     return events
 
 
+#: every skill the default fault rules ask for
+SKILLS = [
+    "ac_electrical",
+    "connector_replacement",
+    "dc_high_voltage",
+    "firmware",
+    "general",
+    "network",
+    "payment_terminal",
+]
+
+
 def pages(events: Sequence[Event], size: int) -> list[Sequence[Event]]:
     return [events[i : i + size] for i in range(0, len(events), size)]
 
@@ -115,6 +128,23 @@ async def measure(args: argparse.Namespace, db_dir: Path) -> dict[str, float]:
     try:
         assert system.ticketing is not None
         intake = system.ticketing.intake
+        if args.technicians:
+            async with system.db.engine.begin() as conn:
+                await conn.execute(
+                    table_of(Technician).insert(),
+                    [
+                        {
+                            "name": f"Tech {i}",
+                            "skills": SKILLS,
+                            "regions": ["*"],
+                            "sites": [],
+                            "on_duty": True,
+                            "max_concurrent": 5,
+                            "created_at": utcnow(),
+                        }
+                        for i in range(args.technicians)
+                    ],
+                )
         ids = [f"BENCH-INTAKE-{i:05d}" for i in range(args.chargers)]
         for page in pages([e for cid in ids for e in boot(cid)], args.page):
             await intake.handle_batch(page)
@@ -158,6 +188,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--chargers", type=int, default=100)
     parser.add_argument("--cycles", type=int, default=10, help="flaps per charger")
+    parser.add_argument(
+        "--technicians", type=int, default=0, help="on-duty technicians (network-wide, every skill)"
+    )
     parser.add_argument("--page", type=int, default=50, help="events per intake page")
     parser.add_argument("--budget-ms", type=float, default=5.0, help="intake transaction budget")
     parser.add_argument("--repeat", type=int, default=1)
@@ -178,7 +211,7 @@ def main() -> None:
         )
     print(
         f"intake: {args.chargers} chargers x {args.cycles} flaps (4 events each), "
-        f"pages of {args.page}, budget {args.budget_ms} ms"
+        f"{args.technicians} technicians, pages of {args.page}, budget {args.budget_ms} ms"
     )
     print(table(["run", "events", "CPU ms/event", "events/s", "transactions"], rows))
 

@@ -13,11 +13,12 @@ never wait on each other's technicians (no deadlock). SQLite has one writer: no 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.engine import Connection
 
 from services.db import table_of
@@ -33,6 +34,22 @@ _techs = table_of(Technician)
 Lock = Literal["none", "wait", "skip"]
 
 
+@functools.cache
+def _technicians_query(team: bool, exclude: bool, one: bool, lock: Lock) -> Any:
+    """The on-duty technicians query of this shape, built once (building a Core statement
+    per call cost more than running it); values come as ``b_*`` execute parameters."""
+    query = select(_techs).where(_techs.c.on_duty.is_(True))
+    if team:
+        query = query.where(_techs.c.team_id == bindparam("b_team"))
+    if exclude:
+        query = query.where(_techs.c.id.not_in(bindparam("b_exclude", expanding=True)))
+    if one:
+        query = query.where(_techs.c.id == bindparam("b_id"))
+    if lock != "none":
+        query = query.with_for_update(skip_locked=lock == "skip")
+    return query
+
+
 def _facts(
     conn: Connection,
     *,
@@ -43,16 +60,15 @@ def _facts(
 ) -> list[TechnicianFacts]:
     """On-duty technicians (optionally one, optionally of one team) with their load:
     two queries whatever their number."""
-    query = select(_techs).where(_techs.c.on_duty.is_(True))
+    query = _technicians_query(team_id is not None, bool(exclude), technician_id is not None, lock)
+    params: dict[str, Any] = {}
     if team_id is not None:
-        query = query.where(_techs.c.team_id == team_id)
+        params["b_team"] = team_id
     if exclude:
-        query = query.where(_techs.c.id.not_in(list(exclude)))
+        params["b_exclude"] = list(exclude)
     if technician_id is not None:
-        query = query.where(_techs.c.id == technician_id)
-    if lock != "none":
-        query = query.with_for_update(skip_locked=lock == "skip")
-    rows = conn.execute(query).all()
+        params["b_id"] = technician_id
+    rows = conn.execute(query, params).all()
     if not rows:
         return []
     # the load of one technician is asked by id; of many, read whole (no huge IN list)

@@ -13,7 +13,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, bindparam, func, select
 from sqlalchemy.engine import Connection
 
 from services.db import table_of
@@ -35,28 +35,35 @@ class Load:
 NO_LOAD = Load(0, None)
 
 
+#: Built once (values as execute parameters): every technician's load, or some's.
+_LOADS = (
+    select(
+        _orders.c.assignee_id,
+        func.count(_orders.c.id.distinct()),
+        func.min(_clocks.c.due_at),
+    )
+    .select_from(
+        _orders.outerjoin(
+            _clocks,
+            and_(_clocks.c.order_id == _orders.c.id, _clocks.c.state.in_(TICKING_CLOCK_STATES)),
+        )
+    )
+    .where(_orders.c.assignee_id.is_not(None), _orders.c.state.in_(LOAD_STATES))
+    .group_by(_orders.c.assignee_id)
+)
+_LOADS_OF = _LOADS.where(_orders.c.assignee_id.in_(bindparam("b_ids", expanding=True)))
+
+
 def loads(conn: Connection, technician_ids: Collection[int] | None = None) -> dict[int, Load]:
     """Load per technician, one query; technicians without open orders are left out
     (read them as :data:`NO_LOAD`). ``None`` reads every technician's load."""
     if technician_ids is not None and not technician_ids:
         return {}
-    joined = _orders.outerjoin(
-        _clocks,
-        and_(_clocks.c.order_id == _orders.c.id, _clocks.c.state.in_(TICKING_CLOCK_STATES)),
-    )
-    query = (
-        select(
-            _orders.c.assignee_id,
-            func.count(_orders.c.id.distinct()),
-            func.min(_clocks.c.due_at),
-        )
-        .select_from(joined)
-        .where(_orders.c.assignee_id.is_not(None), _orders.c.state.in_(LOAD_STATES))
-        .group_by(_orders.c.assignee_id)
-    )
-    if technician_ids is not None:
-        query = query.where(_orders.c.assignee_id.in_(list(technician_ids)))
-    return {row[0]: Load(int(row[1]), row[2]) for row in conn.execute(query)}
+    if technician_ids is None:
+        rows = conn.execute(_LOADS)
+    else:
+        rows = conn.execute(_LOADS_OF, {"b_ids": list(technician_ids)})
+    return {row[0]: Load(int(row[1]), row[2]) for row in rows}
 
 
 def open_order_counts(

@@ -206,7 +206,15 @@ def list_policies(conn: Connection) -> list[PolicyRow]:
     return [PolicyRow.from_row(r) for r in rows]
 
 
-_BY_ID = select(policies_table()).where(policies_table().c.id == bindparam("b_id"))
+#: Statements built once, their values given as execute parameters (building a Core
+#: statement per call cost more than running it).
+_T = policies_table()
+_BY_ID = select(_T).where(_T.c.id == bindparam("b_id"))
+_BY_NAME = select(_T).where(_T.c.name == bindparam("b_name"))
+_FOR = select(_T).where(
+    or_(_T.c.priority == bindparam("b_priority"), _T.c.priority.is_(None)),
+    or_(_T.c.contract_type == bindparam("b_contract"), _T.c.contract_type.is_(None)),
+)
 
 
 def get_policy(conn: Connection, policy_id: int) -> PolicyRow | None:
@@ -215,8 +223,7 @@ def get_policy(conn: Connection, policy_id: int) -> PolicyRow | None:
 
 
 def get_policy_by_name(conn: Connection, name: str) -> PolicyRow | None:
-    t = policies_table()
-    row = conn.execute(select(t).where(t.c.name == name)).mappings().first()
+    row = conn.execute(_BY_NAME, {"b_name": name}).mappings().first()
     return None if row is None else PolicyRow.from_row(row)
 
 
@@ -228,12 +235,8 @@ def select_policy(
         named = get_policy_by_name(conn, name)
         if named is not None:
             return named
-    t = policies_table()
-    query = select(t).where(
-        or_(t.c.priority == priority, t.c.priority.is_(None)),
-        or_(t.c.contract_type == contract_type, t.c.contract_type.is_(None)),
-    )
-    rows = [PolicyRow.from_row(r) for r in conn.execute(query).mappings()]
+    params = {"b_priority": priority, "b_contract": contract_type}
+    rows = [PolicyRow.from_row(r) for r in conn.execute(_FOR, params).mappings()]
     if not rows:
         raise NoMatchingPolicy(
             f"no SLA policy for priority {priority!r} and contract type {contract_type!r}, "

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.engine import Connection
 
 from services.db import table_of
@@ -19,16 +19,16 @@ from ticketing.tables import Team, Technician
 TEAMS = table_of(Team)
 TECHNICIANS = table_of(Technician)
 PRIORITIES = ("P1", "P2", "P3", "P4", "P5")
+_TEAM_OF = select(TECHNICIANS.c.team_id).where(TECHNICIANS.c.id == bindparam("b_id"))
+_CONTRACT_OF = select(TEAMS.c.contract_type).where(TEAMS.c.id == bindparam("b_id"))
 
 
 def contract_type(conn: Connection, *, team_id: int | None, assignee_id: int | None) -> str:
     if team_id is None and assignee_id is not None:
-        team_id = conn.execute(
-            select(TECHNICIANS.c.team_id).where(TECHNICIANS.c.id == assignee_id)
-        ).scalar()
+        team_id = conn.execute(_TEAM_OF, {"b_id": assignee_id}).scalar()
     if team_id is None:
         return "own"
-    kind = conn.execute(select(TEAMS.c.contract_type).where(TEAMS.c.id == team_id)).scalar()
+    kind = conn.execute(_CONTRACT_OF, {"b_id": team_id}).scalar()
     return str(kind) if kind else "own"
 
 
