@@ -1,9 +1,10 @@
 """The durable bus consumer that turns charger events into work-order changes.
 
-One transaction per event: the event id goes into the consumer's inbox (a redelivered
-event does nothing), the fault report and the charger projection are written, and the
-work order is opened, appended to, resolved or reopened — all or nothing. Routing is a
-table from event type to handler.
+Each event is applied inside one transaction, all or nothing: the event id goes into the
+consumer's inbox (a redelivered event does nothing), the fault report and the charger
+projection are written, and the work order is opened, appended to, resolved or reopened.
+A page of events from the embedded bus shares transactions of bounded CPU time (see
+:meth:`WorkOrderIntake.handle_batch`). Routing is a table from event type to handler.
 """
 
 from __future__ import annotations
