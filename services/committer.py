@@ -94,6 +94,8 @@ class _Pending:
     #: ``writes``, retried one by one if the merged set fails
     parts: list[WriteSet] | None = None
     rows: list[tuple[Table, dict[str, Any]]] | None = None
+    #: committed after the others queued with it, in a transaction of its own
+    background: bool = False
 
 
 _STOP = _Pending(WriteSet(), None)
@@ -177,12 +179,16 @@ class GroupCommitter:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="group-committer")
 
-    async def commit(self, writes: WriteSet) -> list[Any]:
-        """Durably commit ``writes``; returns the results of its operations."""
+    async def commit(self, writes: WriteSet, *, background: bool = False) -> list[Any]:
+        """Durably commit ``writes``; returns the results of its operations.
+
+        ``background``: nobody outside waits on it (a bus consumer's work, not a charger's
+        answer or an HTTP request), so the write sets queued with it are committed first,
+        without waiting for its operations to run."""
         if self._closed:
             raise CommitterClosed("the committer is closed")
         future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Pending(writes, future))
+        self._queue.put_nowait(_Pending(writes, future, background=background))
         return await future
 
     def submit(self, writes: WriteSet) -> None:
@@ -255,6 +261,14 @@ class GroupCommitter:
             metrics.COMMIT_QUEUE.set(self._queue.qsize())
             stop = any(p is _STOP for p in batch)
             batch = [p for p in batch if p is not _STOP]
+            waiting = [p for p in batch if not p.background]
+            if waiting and len(waiting) < len(batch):
+                # Decision: background operations (the work-order intake's, up to its CPU
+                # budget each) ran in the same transaction as chargers' rows, which then
+                # waited for them; now those rows commit first, at the price of one more
+                # commit whenever both kinds are queued.
+                await self._commit_batch(waiting)
+                batch = [p for p in batch if p.background]
             if batch:
                 await self._commit_batch(batch)
             if stop:

@@ -67,11 +67,14 @@ def _guarded(op: Callable[[Connection], T]) -> Callable[[Connection], T | _Faile
     return run
 
 
-async def transact(committer: GroupCommitter, op: Callable[[Connection], T]) -> T:
-    """Run ``op`` in a group-committed transaction; returns once it is durable."""
+async def transact(
+    committer: GroupCommitter, op: Callable[[Connection], T], *, background: bool = False
+) -> T:
+    """Run ``op`` in a group-committed transaction; returns once it is durable.
+    ``background``: see :meth:`GroupCommitter.commit` (for bus consumers' work)."""
     writes = WriteSet()
     writes.then(_guarded(op))
-    (result,) = await committer.commit(writes)
+    (result,) = await committer.commit(writes, background=background)
     if isinstance(result, _Failed):
         raise result.error
     return result  # type: ignore[no-any-return]

@@ -151,10 +151,10 @@ async def measure(args: argparse.Namespace, db_dir: Path) -> dict[str, float]:
         transactions = 0
         real_run = store.run
 
-        async def counting_run(*a: object) -> object:
+        async def counting_run(*a: object, **kw: object) -> object:
             nonlocal transactions
             transactions += 1
-            return await real_run(*a)  # type: ignore[arg-type]
+            return await real_run(*a, **kw)  # type: ignore[arg-type]
 
         store.run = counting_run  # type: ignore[assignment]
         # Interleaved as the bus sees them: every charger's frame before the next frame.

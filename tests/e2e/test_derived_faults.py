@@ -626,11 +626,11 @@ async def _page_in_transactions(running: Running, monkeypatch: pytest.MonkeyPatc
     real_run = store.run
     transactions: list[int] = []
 
-    async def run_failing_the_fourth(*args: Any) -> Any:
+    async def run_failing_the_fourth(*args: Any, **kwargs: Any) -> Any:
         transactions.append(len(transactions) + 1)
         if len(transactions) == 4:
             raise RuntimeError("the database went away")
-        return await real_run(*args)
+        return await real_run(*args, **kwargs)
 
     monkeypatch.setattr(store, "run", run_failing_the_fourth)
     page = [ground_fault(charger_id) for _ in range(6)]

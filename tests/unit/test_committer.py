@@ -233,6 +233,30 @@ async def test_operations_run_after_rows_and_return_results(
     assert await logged_markers(db) == {"x"}
 
 
+async def test_background_write_sets_commit_after_the_others_queued_with_them(
+    db: Database, committer: GroupCommitter
+) -> None:
+    """A background write set (a bus consumer's work) queued first still lets the
+    write sets queued with it commit first, in a transaction of their own: a charger's
+    answer does not wait for the consumer's operations."""
+    done: list[str] = []
+    background = logged("bg")
+    background.then(lambda conn: sorted(conn.execute(select(MESSAGE_LOG.c.message_id)).scalars()))
+    tasks = {
+        "bg": asyncio.create_task(committer.commit(background, background=True)),
+        "fg": asyncio.create_task(committer.commit(logged("fg"))),
+    }
+    for name, task in tasks.items():
+        task.add_done_callback(lambda _task, name=name: done.append(name))
+    for _ in range(3):  # both queued before the committer looks: one batch
+        await asyncio.sleep(0)
+    committer.start()
+    assert await tasks["bg"] == [["bg", "fg"]]
+    await tasks["fg"]
+    assert done == ["fg", "bg"]
+    assert await logged_markers(db) == {"bg", "fg"}
+
+
 @pytest.fixture
 async def slow_deferring(db: Database) -> AsyncIterator[GroupCommitter]:
     """Deferred writes wait a minute here, so only flush() or close() commit them."""

@@ -443,14 +443,16 @@ class WorkOrderIntake:
         orders now lag up to a few seconds where they kept up before, and a saturated
         intake drains 20-40% slower. CPU time, not wall time: the writer thread also waits
         for the GIL, and a wall-time budget cut transactions shorter still. A page of events
-        that change nothing still goes in one transaction."""
+        that change nothing still goes in one transaction. The transactions are ``background``
+        (see :meth:`~services.committer.GroupCommitter.commit`): chargers' rows queued with
+        one commit before it instead of waiting for its operations."""
         remaining = list(events)
         while remaining:
             ctx = OpContext(
                 now=self.clock.now(), actor="system", bus=self.bus, thresholds=self.thresholds
             )
             apply = functools.partial(_apply_some, self.transaction_budget, remaining)
-            done = await store.run(self.committer, ctx, apply)
+            done = await store.run(self.committer, ctx, apply, background=True)
             remaining = remaining[done:]
 
     async def handle(self, event: Event) -> None:
@@ -469,4 +471,4 @@ class WorkOrderIntake:
             if _first_delivery(conn, event, ctx.now):
                 handler(conn, ctx, event)
 
-        await store.run(self.committer, ctx, apply)
+        await store.run(self.committer, ctx, apply, background=True)

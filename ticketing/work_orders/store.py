@@ -54,15 +54,20 @@ class ConcurrentChange(RuntimeError):
 
 
 async def run(
-    committer: GroupCommitter, ctx: OpContext, fn: Callable[[Connection, OpContext], T]
+    committer: GroupCommitter,
+    ctx: OpContext,
+    fn: Callable[[Connection, OpContext], T],
+    *,
+    background: bool = False,
 ) -> T:
-    """Run ``fn`` in a group-committed transaction, then its after-commit effects."""
+    """Run ``fn`` in a group-committed transaction, then its after-commit effects.
+    ``background``: see :meth:`~services.committer.GroupCommitter.commit`."""
 
     def op(conn: Connection) -> T:
         ctx.after_commit.clear()  # a retried batch runs the op again: keep one run's effects
         return fn(conn, ctx)
 
-    result = await tx.transact(committer, op)
+    result = await tx.transact(committer, op, background=background)
     ctx.run_after_commit()
     return result
 
