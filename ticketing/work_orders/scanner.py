@@ -136,11 +136,14 @@ class Scanner:
             now=self.clock.now(), actor="system", bus=self.bus, thresholds=self.thresholds
         )
         after = self._queue_after
-        result = await store.run(self.committer, ctx, lambda c, x: scan(c, x, after))
+        # background: nobody waits on a scan; chargers' rows queued with it commit first
+        result = await store.run(
+            self.committer, ctx, lambda c, x: scan(c, x, after), background=True
+        )
         self._queue_after = result.queue_next
         self._scans += 1
         if self._scans % 720 == 1:
-            await store.run(self.committer, ctx, derived.prune_signals)
+            await store.run(self.committer, ctx, derived.prune_signals, background=True)
         await self.refresh_gauges()
         return result
 
