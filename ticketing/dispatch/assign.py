@@ -35,15 +35,16 @@ Lock = Literal["none", "wait", "skip"]
 
 
 @functools.cache
-def _technicians_query(team: bool, exclude: bool, one: bool, lock: Lock) -> Any:
-    """The on-duty technicians query of this shape, built once (building a Core statement
-    per call cost more than running it); values come as ``b_*`` execute parameters."""
+def _technicians_query(filters: frozenset[str], lock: Lock) -> Any:
+    """The on-duty technicians query filtered by the ``b_*`` parameters named in
+    ``filters``, built once per shape (building a Core statement per call cost more than
+    running it)."""
     query = select(_techs).where(_techs.c.on_duty.is_(True))
-    if team:
+    if "b_team" in filters:
         query = query.where(_techs.c.team_id == bindparam("b_team"))
-    if exclude:
+    if "b_exclude" in filters:
         query = query.where(_techs.c.id.not_in(bindparam("b_exclude", expanding=True)))
-    if one:
+    if "b_id" in filters:
         query = query.where(_techs.c.id == bindparam("b_id"))
     if lock != "none":
         query = query.with_for_update(skip_locked=lock == "skip")
@@ -60,7 +61,6 @@ def _facts(
 ) -> list[TechnicianFacts]:
     """On-duty technicians (optionally one, optionally of one team) with their load:
     two queries whatever their number."""
-    query = _technicians_query(team_id is not None, bool(exclude), technician_id is not None, lock)
     params: dict[str, Any] = {}
     if team_id is not None:
         params["b_team"] = team_id
@@ -68,7 +68,7 @@ def _facts(
         params["b_exclude"] = list(exclude)
     if technician_id is not None:
         params["b_id"] = technician_id
-    rows = conn.execute(query, params).all()
+    rows = conn.execute(_technicians_query(frozenset(params), lock), params).all()
     if not rows:
         return []
     # the load of one technician is asked by id; of many, read whole (no huge IN list)

@@ -82,7 +82,7 @@ _OTHER_CONNECTORS = (
 )
 
 
-def _healthy_query(connector: bool, categories: int) -> Any:
+def _healthy_query(connector: bool, categories: bool) -> Any:
     query = select(WORK_ORDERS).where(
         WORK_ORDERS.c.charger_id == bindparam("b_charger"),
         WORK_ORDERS.c.state.in_(ACTIVE),
@@ -91,15 +91,13 @@ def _healthy_query(connector: bool, categories: int) -> Any:
     )
     if connector:
         query = query.where(WORK_ORDERS.c.connector == bindparam("b_connector"))
-    if categories == 1:
-        query = query.where(WORK_ORDERS.c.category == bindparam("b_category"))
-    elif categories > 1:
+    if categories:
         query = query.where(WORK_ORDERS.c.category.in_(bindparam("b_categories", expanding=True)))
     return query.order_by(WORK_ORDERS.c.id).with_for_update()
 
 
-#: by (connector given, categories: 0 = any, 1 = one, 2 = several)
-_HEALTHY = {(c, k): _healthy_query(c, k) for c in (False, True) for k in (0, 1, 2)}
+#: by (connector given, categories given)
+_HEALTHY = {(c, k): _healthy_query(c, k) for c in (False, True) for k in (False, True)}
 
 
 def dedupe_key(fault: FaultInput) -> str:
@@ -321,17 +319,11 @@ def healthy(
     params: dict[str, Any] = {"b_charger": charger_id, "b_source": source}
     if connector is not None:
         params["b_connector"] = connector
-    if categories is None:
-        several = 0
-    elif not categories:
-        return []
-    elif len(categories) == 1:
-        several = 1
-        (params["b_category"],) = categories
-    else:
-        several = 2
+    if categories is not None:
+        if not categories:
+            return []  # IN () matches nothing
         params["b_categories"] = sorted(categories)
-    query = _HEALTHY[connector is not None, several]
+    query = _HEALTHY[connector is not None, categories is not None]
     resolved = []
     for row in conn.execute(query, params).mappings().all():
         order = dict(row)

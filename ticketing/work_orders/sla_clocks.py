@@ -34,7 +34,8 @@ FINAL = frozenset({"met", "cancelled"})
 #: Statements built once, their values given as execute parameters (see store.py).
 _OF_ORDER = select(CLOCKS).where(CLOCKS.c.order_id == bindparam("b_order"))
 _DELETE_OF_ORDER = delete(CLOCKS).where(CLOCKS.c.order_id == bindparam("b_order"))
-_UPDATE = CLOCKS.update().where(
+#: one clock's columns (``b_order``, ``b_target``; the columns set come from the parameters)
+UPDATE_CLOCK = CLOCKS.update().where(
     CLOCKS.c.order_id == bindparam("b_order"), CLOCKS.c.target == bindparam("b_target")
 )
 _STOPS: dict[str, frozenset[str]] = {
@@ -50,7 +51,7 @@ def load(conn: Connection, order_id: int) -> dict[str, sla.Clock]:
 
 
 def _save(conn: Connection, order_id: int, clock: sla.Clock) -> None:
-    conn.execute(_UPDATE, {**clock.to_row(), "b_order": order_id, "b_target": clock.target})
+    conn.execute(UPDATE_CLOCK, {**clock.to_row(), "b_order": order_id, "b_target": clock.target})
 
 
 def _stopped(clock: sla.Clock) -> bool:

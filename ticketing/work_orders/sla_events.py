@@ -27,7 +27,7 @@ from ticketing.tables import Team
 from ticketing.work_orders import store
 from ticketing.work_orders.context import OpContext
 from ticketing.work_orders.policy import policy_for_order, raised
-from ticketing.work_orders.sla_clocks import CLOCKS
+from ticketing.work_orders.sla_clocks import CLOCKS, UPDATE_CLOCK
 from ticketing.work_orders.states import TERMINAL
 
 BATCH = 100
@@ -61,9 +61,6 @@ _CLAIM = {
     )
     for column in ("warned_at", "breached_at")
 }
-_MARK = CLOCKS.update().where(
-    CLOCKS.c.order_id == bindparam("b_order"), CLOCKS.c.target == bindparam("b_target")
-)
 
 
 def due_clocks(conn: Connection, ctx: OpContext) -> list[Mapping[str, Any]]:
@@ -117,7 +114,7 @@ def fire(conn: Connection, ctx: OpContext, rows: Sequence[Mapping[str, Any]]) ->
             marked["warn_at"] = None
         if clock.breached_at is not None:
             marked["due_at"] = None
-        conn.execute(_MARK, {**marked, "b_order": order_id, "b_target": row["target"]})
+        conn.execute(UPDATE_CLOCK, {**marked, "b_order": order_id, "b_target": row["target"]})
         fired.orders[order_id] = order
     return fired
 
