@@ -37,7 +37,7 @@ class CsmsRuntime:
     async def start(self) -> None:
         # Claim the node id first: adopting "our" chargers needs the id to be ours.
         await self.liveness.start()
-        await self.presence.start()
+        await self.presence.start(self.liveness.previous_end)
         await self.server.start()
         self.retention.start()
 

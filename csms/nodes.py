@@ -231,6 +231,8 @@ class NodeLiveness:
         self._clock = clock
         self._on_revived = on_revived
         self.started_at: datetime | None = None
+        #: when the previous process holding this node id stopped or last beat (None: none)
+        self.previous_end: datetime | None = None
         self._last_ok: float = 0.0
         self._loop = PeriodicTask(
             self.tick,
@@ -248,6 +250,11 @@ class NodeLiveness:
         """Claim the node id (see the module notes), then beat and sweep in the background."""
         if self.settings.distributed:
             await self._wait_for_holder()
+        previous = await self._read()
+        if previous is not None:
+            # The previous holder was alive (so were its sockets) until it stopped, or at
+            # least until its last beat: where the outage of its chargers starts.
+            self.previous_end = previous.stopped_at or previous.last_beat
         now = self._clock()
         await self._run(lambda conn: claim(conn, self.node_id, now))
         self.started_at = now

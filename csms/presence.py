@@ -4,8 +4,10 @@ Online from the handshake. A closed socket starts a grace period: a charger that
 back within it never went offline; otherwise it is offline *since the disconnect*. A
 charger that sends nothing for 2 x heartbeat interval + grace has its socket closed and
 is offline since its last message. After a restart of this process, chargers recorded
-online get one grace period to reconnect before they are marked offline since their
-last message. Every transition is an event, a metric and a status-history interval.
+online were disconnected when the previous process ended (its clean stop, or its last beat
+if it died; their last message if later): they are offline since then unless they come
+back within the grace counted from then. Every transition is an event, a metric and a
+status-history interval.
 
 Several nodes: the ``charger_state`` row belongs to the node named in its ``node_id`` (the
 one the charger connected to last). A node writes a disconnect and marks a charger offline
@@ -73,8 +75,14 @@ class Presence:
     def is_online(self, charger_id: str) -> bool:
         return charger_id in self._online
 
-    async def start(self) -> None:
-        """Adopt what the database says was online before this process started."""
+    async def start(self, previous_end: datetime | None = None) -> None:
+        """Adopt what the database says was online before this process started.
+
+        ``previous_end``: when the previous process of this node stopped, or last beat if it
+        died. Its chargers' sockets closed then (or after their last message, if later): the
+        grace runs from that moment, not from this start, so an outage longer than the
+        grace is an offline interval even for a charger that reconnects at once. Chargers
+        whose grace has run out are marked offline here, before the OCPP port opens."""
         table = state.CHARGER_STATE
         async with self.ctx.db.engine.connect() as conn:
             rows = (
@@ -84,18 +92,24 @@ class Presence:
                     )
                 )
             ).all()
-        deadline = time.monotonic() + self._grace
+        started = time.monotonic()
         now = self.ctx.clock()
         for row in rows:
             self._online.add(row.charger_id)
             since = row.last_seen or row.connected_at or now
-            self._pending[row.charger_id] = _Pending(since, deadline, "csms_restarted")
+            if previous_end is not None and previous_end > since:
+                since = previous_end
+            left = self._grace - max(0.0, (now - since).total_seconds())
+            self._pending[row.charger_id] = _Pending(
+                since, started + max(0.0, left), "csms_restarted"
+            )
         if rows:
             log.info(
-                "%d chargers were online before start; waiting %.0fs for them",
+                "%d chargers were online before start; waiting up to %.0fs for them",
                 len(rows),
                 self._grace,
             )
+            await self._expire()
         self._task = asyncio.create_task(self._watch(), name="presence")
 
     async def stop(self) -> None:
