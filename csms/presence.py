@@ -62,6 +62,8 @@ class Presence:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._closing: set[asyncio.Task[None]] = set()
+        #: chargers whose offline mark is being committed, until it is
+        self._expiring: dict[str, asyncio.Future[None]] = {}
 
     @property
     def _grace(self) -> float:
@@ -126,6 +128,11 @@ class Presence:
             log.info("charger %s reconnected; closing its previous connection", cid)
             self._close_later(old, 1000, "replaced by a new connection")
         self._pending.pop(cid, None)
+        expiring = self._expiring.get(cid)
+        if expiring is not None:
+            # Its offline mark is being committed: let it land first, so that this
+            # connection's online mark comes after it (not before, to be overwritten).
+            await asyncio.shield(expiring)
         now = session.connected_at
         writes = WriteSet()
         events: list[Event] = [
@@ -177,7 +184,10 @@ class Presence:
             )
         ]
         if current:
-            writes.then(self._disconnect_op(cid, session.last_seen))
+            # The deferred last-seen writes queued so far go ahead of this one (queued
+            # later, an older last-seen would overwrite the one written here).
+            self.ctx.committer.queue_deferred()
+            writes.then(self._disconnect_op(cid, session.last_seen, session.connected_at))
             if not self._stopping:
                 if session.silent:
                     self._pending[cid] = _Pending(session.last_seen, 0.0, "heartbeat_timeout")
@@ -246,13 +256,22 @@ class Presence:
                     session, 1000, "nothing received for 2 x heartbeat interval + grace"
                 )
 
-    def _disconnect_op(self, charger_id: str, last_seen: datetime) -> Callable[[Connection], None]:
+    def _disconnect_op(
+        self, charger_id: str, last_seen: datetime, connected_at: datetime
+    ) -> Callable[[Connection], None]:
+        """Mark this session's connection closed. Only while the row is still this
+        session's (its ``connected_at``): a reconnection's row, committed in the same batch
+        (rows go before operations) or earlier, is left alone."""
         table, me = state.CHARGER_STATE, self.ctx.node_id
 
         def op(conn: Connection) -> None:
             conn.execute(
                 update(table)
-                .where(table.c.charger_id == charger_id, table.c.node_id == me)
+                .where(
+                    table.c.charger_id == charger_id,
+                    table.c.node_id == me,
+                    table.c.connected_at == connected_at,
+                )
                 .values(connected=False, last_seen=last_seen)
             )
 
@@ -274,7 +293,26 @@ class Presence:
             return
         writes = WriteSet()
         writes.then(self._offline_op(offline, self.ctx.clock()))
-        (marked,) = await self.ctx.committer.commit(writes)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        for cid, _ in offline:
+            self._expiring[cid] = done
+        try:
+            (marked,) = await self.ctx.committer.commit(writes)
+        except Exception:
+            # Not marked: they are still online as far as anyone knows; try again later
+            # (unless they came back meanwhile).
+            log.exception("marking %d chargers offline failed; retrying", len(offline))
+            retry = time.monotonic() + 1.0
+            for cid, pending in offline:
+                if cid not in self.sessions and cid not in self._pending:
+                    self._online.add(cid)
+                    self._pending[cid] = _Pending(pending.since, retry, pending.reason)
+            return
+        finally:
+            for cid, _ in offline:
+                if self._expiring.get(cid) is done:
+                    del self._expiring[cid]
+            done.set_result(None)
         if marked:
             metrics.CHARGER_STATE_CHANGES.labels("offline").inc(marked)
 

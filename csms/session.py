@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from functools import partial
 from typing import Any, ClassVar
 
 import orjson
@@ -89,6 +90,13 @@ class Incoming:
     received_at: datetime
     writes: WriteSet
     events: list[Event] = field(default_factory=list)
+    #: how to take back the in-memory changes made for it, should its commit fail
+    undo: list[Callable[[], None]] = field(default_factory=list)
+
+    def rollback(self) -> None:
+        for step in reversed(self.undo):
+            step()
+        self.undo.clear()
 
 
 Handler = Callable[..., Awaitable[Any]]
@@ -244,12 +252,18 @@ class OcppSession:
             await record(self.ctx.committer, self.ctx.bus, writes, self.rx.events)
             self._log_exchange(2, action, message_id, text, received_at, reply, 3)
         except FrameError as exc:
+            if self.rx is not None:
+                self.rx.rollback()
             reply = self._error_frame(message_id, exc)
             self._log_exchange(2, action, message_id, text, received_at, reply, 4)
             await self._send_reply(reply, 4, action)
             return
         except Exception:
             log.exception("charger %s: handling %s failed", self.charger_id, action)
+            if self.rx is not None:
+                # Nothing was committed: the charger retries, and the retry must find the
+                # live state as it was (or the change it reports would look like none).
+                self.rx.rollback()
             reply = self._error_frame(
                 message_id,
                 FrameError(ErrorKind.internal, "the CSMS could not handle the message; retry"),
@@ -378,6 +392,7 @@ class OcppSession:
             rx.received_at,
         )
         self.connectors[key] = live
+        rx.undo.append(partial(self._restore_connector, key, previous))
         state.connector_state(
             rx.writes,
             self.charger_id,
@@ -428,6 +443,12 @@ class OcppSession:
                 )
             )
         return previous
+
+    def _restore_connector(self, key: str, previous: ConnectorLive | None) -> None:
+        if previous is None:
+            self.connectors.pop(key, None)
+        else:
+            self.connectors[key] = previous
 
     def store_meter_value(
         self, connector_key: str, transaction_id: str | None, sample: dict[str, Any]

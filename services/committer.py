@@ -225,6 +225,12 @@ class GroupCommitter:
         if not self._closed:
             await self.commit(WriteSet())
 
+    def queue_deferred(self) -> None:
+        """Queue the deferred writes now, ahead of whatever is committed next (for a write
+        that must not be overwritten by an older deferred one)."""
+        if not self._closed:
+            self._flush_deferred()
+
     def _flush_deferred(self) -> None:
         if self._defer_timer is not None:
             self._defer_timer.cancel()

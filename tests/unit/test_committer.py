@@ -285,6 +285,24 @@ async def test_submitted_writes_wait_for_their_interval_not_the_next_commit(
     assert await logged_markers(db) == {"awaited", "deferred-1", "deferred-2"}
 
 
+async def test_queued_deferred_writes_commit_before_the_next_commit(
+    slow_deferring: GroupCommitter,
+) -> None:
+    """What a disconnect relies on: an older deferred last-seen write must not land after
+    the disconnect's newer one."""
+    slow_deferring.submit(logged("deferred"))
+    slow_deferring.queue_deferred()
+    seen: list[set[str]] = []
+    writes = logged("awaited")
+    writes.then(lambda conn: seen.append(_markers_in(conn)))
+    await slow_deferring.commit(writes)
+    assert seen == [{"deferred", "awaited"}]
+
+
+def _markers_in(conn: Connection) -> set[str]:
+    return set(conn.execute(select(MESSAGE_LOG.c.message_id)).scalars())
+
+
 async def test_a_bad_deferred_write_set_fails_alone(
     db: Database, slow_deferring: GroupCommitter
 ) -> None:
