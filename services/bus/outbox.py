@@ -171,7 +171,17 @@ class OutboxBus(Bus):
         self._staged_types = set()
 
     async def _dispatch(self, consumer: _Consumer) -> None:
-        position = await self._load_cursor(consumer.name)
+        while True:
+            # Retried like a read: a database that does not answer at start must not end
+            # the consumer for the life of the process.
+            try:
+                position = await self._load_cursor(consumer.name)
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("bus consumer %s: reading its cursor failed", consumer.name)
+                await asyncio.sleep(self._idle_poll)
         consumer.saved = position
         while True:
             consumer.wake.clear()

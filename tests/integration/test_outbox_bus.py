@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+import pytest
 from sqlalchemy import func, select
 
 from services.bus.contracts import ChargerOnline, Event
@@ -51,6 +52,34 @@ async def test_failing_handler_is_retried_then_acked(db: Database) -> None:
     assert calls == [event.event_id] * 3
     async with db.session() as session:
         assert (await session.execute(select(func.count()).select_from(DeadLetter))).scalar() == 0
+
+
+async def test_a_consumer_whose_cursor_cannot_be_read_at_start_retries(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    committer, bus = await _bus(db)
+    original = bus._load_cursor
+    failures = {"left": 2}
+
+    async def flaky(name: str) -> int:
+        if failures["left"]:
+            failures["left"] -= 1
+            raise OSError("database not answering")
+        return await original(name)
+
+    monkeypatch.setattr(bus, "_load_cursor", flaky)
+    got: list[str] = []
+
+    async def handler(event: Event) -> None:
+        got.append(event.event_id)
+
+    bus.subscribe("late-cursor", {"ChargerOnline"}, handler)
+    await bus.start()
+    event = online(7)
+    await bus.publish([event])
+    await eventually(lambda: _value(got == [event.event_id]))
+    await _stop(committer, bus)
+    assert failures["left"] == 0
 
 
 async def test_poison_event_is_dead_lettered_and_later_events_flow(db: Database) -> None:
