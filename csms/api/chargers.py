@@ -210,6 +210,16 @@ async def update_charger(
 async def delete_charger(charger_id: str, request: Request, _: AdminOrDispatcher) -> Response:
     db = _db(request)
     async with db.session() as session:
+        live = await session.get(ChargerState, charger_id)
+        if live is not None and live.connected:
+            # Decision: its session would go on writing rows of a charger that no longer
+            # exists (they fail, and the charger's reports are lost) and its connectivity
+            # history would never be closed.
+            raise Problem(
+                409,
+                "Charger connected",
+                f"charger {charger_id} is connected; delete it once it has disconnected",
+            )
         result = await session.execute(delete(Charger).where(Charger.id == charger_id))
         if not result.rowcount:  # type: ignore[attr-defined]
             raise _not_found(charger_id)

@@ -7,7 +7,7 @@ from ocpp.v16 import call as call16
 from ocpp.v201 import call as call201
 from websockets.asyncio.client import connect
 
-from tests.conftest import PASSWORD, Running, SystemFactory, charge_point, register
+from tests.conftest import PASSWORD, Running, SystemFactory, charge_point, eventually, register
 
 
 @pytest.mark.parametrize("status", ["accepted", "pending", "rejected"])
@@ -75,3 +75,24 @@ async def test_accepting_a_charger_without_credentials_must_be_explicit(
         )
         assert with_password.status_code == 200, with_password.text
         assert with_password.json()["security_profile"] == 1
+
+
+async def test_a_connected_charger_cannot_be_deleted_until_it_has_disconnected(
+    running: Running,
+) -> None:
+    await register(running.api, "CP-DEL")
+    async with charge_point(running, "CP-DEL") as cp:
+        await cp.call(call16.Heartbeat())
+        r = await running.api.delete("/api/v1/chargers/CP-DEL")
+        assert r.status_code == 409, r.text
+        assert r.headers["content-type"].startswith("application/problem+json")
+        assert "connected" in r.json()["detail"]
+        # Still registered, still served.
+        assert (await running.api.get("/api/v1/chargers/CP-DEL")).status_code == 200
+        await cp.call(call16.Heartbeat())
+
+    async def deleted() -> bool:
+        return (await running.api.delete("/api/v1/chargers/CP-DEL")).status_code == 204
+
+    await eventually(deleted)
+    assert (await running.api.get("/api/v1/chargers/CP-DEL")).status_code == 404
