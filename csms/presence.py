@@ -31,6 +31,7 @@ from sqlalchemy.engine import Connection
 from csms import state
 from csms.context import CsmsContext
 from csms.session import OcppSession
+from csms.tables import Charger
 from services.bus import record
 from services.bus.contracts import (
     ChargerConnected,
@@ -40,10 +41,15 @@ from services.bus.contracts import (
     Event,
 )
 from services.committer import WriteSet
+from services.db import table_of
 from services.observability import metrics
 from services.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
+
+CHARGERS = table_of(Charger)
+#: seconds between looks for connected chargers an operator disabled
+REGISTRY_CHECK_INTERVAL = 5.0
 
 
 @dataclass
@@ -214,12 +220,16 @@ class Presence:
 
     async def _watch(self) -> None:
         tick = max(0.05, min(1.0, self._grace / 4 if self._grace else 1.0))
+        next_registry_check = time.monotonic()
         while True:
             await asyncio.sleep(tick)
             try:
                 self._flush_last_seen()
                 self._close_silent()
                 await self._expire()
+                if time.monotonic() >= next_registry_check:
+                    next_registry_check = time.monotonic() + REGISTRY_CHECK_INTERVAL
+                    await self._close_disabled()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -241,6 +251,31 @@ class Presence:
                 session.flushed_seen = session.last_seen
         if writes:
             self.ctx.committer.submit(writes)
+
+    async def _close_disabled(self) -> None:
+        """Close the connections of chargers an operator disabled since they connected
+        (the handshake refuses them; this ends the sessions they already have). Read from
+        the database, so it works whichever process served the PATCH."""
+        if not self.sessions:
+            return
+        table = state.CHARGER_STATE
+        async with self.ctx.db.engine.connect() as conn:
+            disabled = (
+                await conn.execute(
+                    select(table.c.charger_id)
+                    .join(CHARGERS, CHARGERS.c.id == table.c.charger_id)
+                    .where(
+                        table.c.node_id == self.ctx.node_id,
+                        table.c.connected.is_(True),
+                        CHARGERS.c.enabled.is_(False),
+                    )
+                )
+            ).scalars()
+            for cid in disabled:
+                session = self.sessions.get(cid)
+                if session is not None and not session.silent:
+                    log.info("charger %s was disabled; closing its connection", cid)
+                    self._close_later(session, 1008, "charger disabled")
 
     def _close_silent(self) -> None:
         cutoff = self.ctx.clock() - self._silence_limit

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from ocpp.v16 import call as call16
 from ocpp.v201 import call as call201
 from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from tests.conftest import PASSWORD, Running, SystemFactory, charge_point, eventually, register
 
@@ -96,3 +99,19 @@ async def test_a_connected_charger_cannot_be_deleted_until_it_has_disconnected(
 
     await eventually(deleted)
     assert (await running.api.get("/api/v1/chargers/CP-DEL")).status_code == 404
+
+
+async def test_disabling_a_connected_charger_closes_its_connection(running: Running) -> None:
+    await register(running.api, "CP-OFF")
+    async with charge_point(running, "CP-OFF") as cp:
+        await cp.call(call16.Heartbeat())
+        r = await running.api.patch("/api/v1/chargers/CP-OFF", json={"enabled": False})
+        assert r.status_code == 200, r.text
+        # Closed by the server within its registry check interval (bounded wait).
+        await asyncio.wait_for(cp.ws.wait_closed(), 60)
+        assert cp.ws.close_code == 1008
+        assert cp.ws.close_reason == "charger disabled"
+    # And it cannot come back while disabled.
+    with pytest.raises(InvalidStatus):
+        async with charge_point(running, "CP-OFF"):
+            pass
