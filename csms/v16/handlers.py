@@ -118,6 +118,11 @@ class V16Session(OcppSession, ChargePoint):  # type: ignore[misc]
                     error_code=before[0],
                     vendor_error_code=before[1],
                     vendor_id=previous.vendor_id if previous else None,
+                    # Decision: like 2.0.1, `status` is the connector's new status (ticketing
+                    # resolves only on a healthy one); `info` is the cleared fault's, as are
+                    # the codes above.
+                    info=previous.info if previous else None,
+                    status=normalize_status(status),
                     severity=faults.severity(
                         faulted=False, error_code=before[0], vendor_error_code=before[1]
                     ),

@@ -18,7 +18,14 @@ from ocpp.v201 import call as call201
 
 from services.clock import FakeClock
 from services.db import utcnow
-from tests.conftest import Running, SystemFactory, charge_point, eventually, register
+from tests.conftest import (
+    Running,
+    SystemFactory,
+    charge_point,
+    charger_events,
+    eventually,
+    register,
+)
 from tests.work_order_helpers import assert_rows_are_the_fold_of_their_timelines, get_order
 from ticketing.rules.model import priority_of
 from ticketing.sla.calendar import calendar_of
@@ -268,3 +275,37 @@ async def test_201_chargex_problem_lifecycle(system_factory: SystemFactory) -> N
             await running.system.ticketing.scanner.run_once()
             assert (await get_order(running, order["id"]))["state"] == "closed"
         await assert_rows_are_the_fold_of_their_timelines(running)
+
+
+async def test_16_fault_cleared_into_unavailable_keeps_the_order_open(running: Running) -> None:
+    """Faulted(PowerSwitchFailure) then Unavailable: the fault is cleared but the connector
+    is not healthy, so the order stays open (as for 2.0.1); the clear carries the new
+    status and the cleared fault's info."""
+    charger_id = "CP-WO-16-UNAV"
+    await register(running.api, charger_id)
+    async with charge_point(running, charger_id) as cp:
+        await cp.call(call16.BootNotification(charge_point_vendor="V", charge_point_model="M"))
+        await cp.call(
+            call16.StatusNotification(
+                connector_id=1,
+                error_code="PowerSwitchFailure",
+                status="Faulted",
+                info="contactor stuck",
+            )
+        )
+        [order] = await eventually(lambda: _orders(running, charger_id))
+        await cp.call(
+            call16.StatusNotification(connector_id=1, error_code="NoError", status="Unavailable")
+        )
+
+    async def cleared() -> list[dict[str, Any]] | None:
+        r = await running.api.get("/api/v1/faults", params={"charger_id": charger_id})
+        rows: list[dict[str, Any]] = r.json()
+        return [f for f in rows if f["kind"] == "cleared"] or None
+
+    [report] = await eventually(cleared)
+    assert (await get_order(running, order["id"]))["state"] not in ("resolved", "closed")
+    assert report["error_code"] == "PowerSwitchFailure"
+    assert report["info"] == "contactor stuck"
+    [event] = await charger_events(running, charger_id, "FaultCleared")
+    assert event["payload"]["status"] == "unavailable"
