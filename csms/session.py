@@ -52,6 +52,7 @@ from services.bus.contracts import (
     FirmwareStatusChanged,
     NormalizedStatus,
     SecurityEventReported,
+    new_event_id,
 )
 from services.commands.contracts import CommandName
 from services.commands.progress import track_progress
@@ -80,6 +81,7 @@ class ConnectorLive:
     info: str | None = None
     charger_time: datetime | None = None
     updated_at: datetime | None = None
+    fault_event_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -148,6 +150,7 @@ class OcppSession:
                 row.info,
                 row.charger_time,
                 row.updated_at,
+                row.fault_event_id,
             )
 
     async def registration_status(self) -> str:
@@ -375,8 +378,12 @@ class OcppSession:
         vendor_error_code: str | None = None,
         info: str | None = None,
         charger_time: datetime | None = None,
+        fault_event_id: str | None = None,
     ) -> ConnectorLive | None:
-        """Record a connector's status; returns its previous live state (None if unknown)."""
+        """Record a connector's status; returns its previous live state (None if unknown).
+
+        ``fault_event_id`` is the id of the FaultRaised this report emits (see
+        :meth:`fault_event_id`)."""
         rx = self.incoming
         key = ref.key
         previous = self.connectors.get(key)
@@ -390,6 +397,7 @@ class OcppSession:
             info,
             charger_time,
             rx.received_at,
+            fault_event_id,
         )
         self.connectors[key] = live
         rx.undo.append(partial(self._restore_connector, key, previous))
@@ -407,6 +415,7 @@ class OcppSession:
             info=info,
             charger_time=charger_time,
             updated_at=rx.received_at,
+            fault_event_id=fault_event_id,
         )
         changed = (
             previous is None
@@ -449,6 +458,34 @@ class OcppSession:
             self.connectors.pop(key, None)
         else:
             self.connectors[key] = previous
+
+    def fault_event_id(
+        self,
+        ref: ConnectorRef,
+        raw_status: str,
+        error_code: str | None,
+        vendor_error_code: str | None,
+        charger_time: datetime | None,
+    ) -> str:
+        """The id of the FaultRaised of a status report, read before :meth:`set_connector`.
+
+        Decision: chargers retry a report with a new message id, so a retry is recognised
+        by its content: the connector is already in the reported state, with the same
+        charger timestamp; it keeps the id of the report that set that state (kept in
+        connector_state, so also after a reconnect or restart). Anything else is a new
+        occurrence with a new id, even at the same charger timestamp (second-resolution
+        clocks: Faulted, Available, Faulted in one second are two faults)."""
+        live = self.connectors.get(ref.key)
+        if (
+            live is not None
+            and live.fault_event_id is not None
+            and charger_time is not None
+            and live.charger_time == charger_time
+            and (live.raw_status, live.error_code, live.vendor_error_code)
+            == (raw_status, error_code, vendor_error_code)
+        ):
+            return live.fault_event_id
+        return new_event_id()
 
     def store_meter_value(
         self, connector_key: str, transaction_id: str | None, sample: dict[str, Any]

@@ -70,6 +70,8 @@ class ConnectorState(Base):
     info: Mapped[str | None] = mapped_column(String(255))
     charger_time: Mapped[datetime | None] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    #: the FaultRaised id of the report that set this state: a retry of it keeps the id
+    fault_event_id: Mapped[str | None] = mapped_column(String(36))
 
 
 class StatusInterval(Base):

@@ -21,7 +21,6 @@ from services.bus.contracts import (
     FaultCleared,
     FaultRaised,
     MeterValuesReceived,
-    new_event_id,
 )
 
 
@@ -86,6 +85,12 @@ class V16Session(OcppSession, ChargePoint):  # type: ignore[misc]
         vendor_id = kwargs.get("vendor_id")
         vendor_error_code = kwargs.get("vendor_error_code")
         info = kwargs.get("info")
+        now = fault_signature(status, error_code, vendor_error_code)
+        event_id = (
+            self.fault_event_id(ref, status, error_code, vendor_error_code, charger_time)
+            if now is not None
+            else None
+        )
         previous = self.set_connector(
             ref,
             normalize_status(status),
@@ -95,6 +100,7 @@ class V16Session(OcppSession, ChargePoint):  # type: ignore[misc]
             vendor_error_code=vendor_error_code,
             info=info,
             charger_time=charger_time,
+            fault_event_id=event_id,
         )
         before = (
             fault_signature(
@@ -103,7 +109,6 @@ class V16Session(OcppSession, ChargePoint):  # type: ignore[misc]
             if previous is not None
             else None
         )
-        now = fault_signature(status, error_code, vendor_error_code)
         common = {
             "charger_id": self.charger_id,
             "received_at": rx.received_at,
@@ -128,17 +133,13 @@ class V16Session(OcppSession, ChargePoint):  # type: ignore[misc]
                     ),
                 )
             )
-        if now is not None:
+        if now is not None and event_id is not None:
             # Every report of a fault is an occurrence (ticketing counts repeats); a retry
-            # of the same report (same timestamp, new message id) keeps its event id.
+            # of the same report (new message id) keeps its event id.
             self.emit(
                 FaultRaised(
                     **common,
-                    event_id=stable_event_id(
-                        self.charger_id, "status-fault", ref.key, kwargs.get("timestamp"), *now
-                    )
-                    if charger_time is not None
-                    else new_event_id(),
+                    event_id=event_id,
                     error_code=now[0],
                     vendor_error_code=now[1],
                     vendor_id=vendor_id,

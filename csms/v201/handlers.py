@@ -88,12 +88,20 @@ class V201Session(OcppSession, ChargePoint):  # type: ignore[misc]
         ref = ConnectorRef(evse_id=evse_id, connector_id=connector_id)
         charger_time = parse_timestamp(timestamp)
         status = normalize_status(connector_status)
+        faulted = status is NormalizedStatus.faulted
+        error_code = "Faulted" if faulted else None
+        event_id = (
+            self.fault_event_id(ref, connector_status, error_code, None, charger_time)
+            if faulted
+            else None
+        )
         previous = self.set_connector(
             ref,
             status,
             connector_status,
             charger_time=charger_time,
-            error_code="Faulted" if status is NormalizedStatus.faulted else None,
+            error_code=error_code,
+            fault_event_id=event_id,
         )
         was_faulted = previous is not None and previous.status is NormalizedStatus.faulted
         common = {
@@ -105,12 +113,12 @@ class V201Session(OcppSession, ChargePoint):  # type: ignore[misc]
             "error_code": "Faulted",
             "status": status,
         }
-        if status is NormalizedStatus.faulted:
-            # Each Faulted report is an occurrence; a retry (same timestamp) keeps its id.
+        if event_id is not None:
+            # Each Faulted report is an occurrence; a retry (same frame) keeps its id.
             self.emit(
                 FaultRaised(
                     **common,
-                    event_id=stable_event_id(self.charger_id, "status-fault", ref.key, timestamp),
+                    event_id=event_id,
                     severity=faults.severity(faulted=True, error_code=None),
                 )
             )

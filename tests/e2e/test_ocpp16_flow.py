@@ -203,3 +203,35 @@ async def test_meter_values_retry_and_unknown_vendor_data_transfer(running: Runn
     [received] = await charger_events(running, cid, "MeterValuesReceived")
     assert received["payload"]["connector"]["connector_id"] == 2
     assert received["payload"]["charger_time"].startswith("2026-11-27T11:00:00")
+
+
+async def test_same_second_fault_transitions_are_faults_and_a_retry_is_not(
+    running: Running,
+) -> None:
+    """Second-resolution clocks: Faulted, Available, Faulted with one timestamp are two
+    faults; a retried report (new message id, same content), also after a reconnect,
+    is none."""
+    cid = "CP-16-SAMESEC"
+    await register(running.api, cid)
+    ts = "2026-11-27T12:00:00Z"
+
+    def status(state: str, error_code: str) -> call.StatusNotification:
+        return call.StatusNotification(
+            connector_id=1, error_code=error_code, status=state, timestamp=ts
+        )
+
+    async with charge_point(running, cid) as cp:
+        await cp.call(status("Faulted", "PowerSwitchFailure"))
+        await cp.call(status("Faulted", "PowerSwitchFailure"))  # a retry
+    async with charge_point(running, cid) as cp:
+        await cp.call(status("Faulted", "PowerSwitchFailure"))  # a retry after reconnecting
+        await cp.call(status("Available", "NoError"))
+        await cp.call(status("Faulted", "PowerSwitchFailure"))
+        await cp.call(status("Faulted", "PowerSwitchFailure"))  # a retry
+
+    types = [
+        e["type"]
+        for e in await charger_events(running, cid)
+        if e["type"] in ("FaultRaised", "FaultCleared")
+    ]
+    assert types == ["FaultRaised", "FaultCleared", "FaultRaised"]

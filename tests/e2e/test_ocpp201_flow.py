@@ -288,3 +288,28 @@ async def test_meter_values_outside_a_transaction_and_their_retry(running: Runni
         await running.api.get(f"/api/v1/chargers/{cid}/messages", params={"limit": 100})
     ).json()["items"]
     assert [m["action"] for m in messages if m["direction"] == "in"].count("MeterValues") == 3
+
+
+async def test_same_second_faulted_reports_are_faults_and_a_retry_is_not(
+    running: Running,
+) -> None:
+    """Faulted, Available, Faulted with one timestamp are two faults; a retried report
+    (new message id, same content), also after a reconnect, is none."""
+    cid = "CS-201-SAMESEC"
+    await register(running.api, cid)
+    ts = "2026-11-27T12:00:00Z"
+    async with charge_point(running, cid, "2.0.1") as cp:
+        await cp.call(_status("Faulted", ts))
+        await cp.call(_status("Faulted", ts))  # a retry
+    async with charge_point(running, cid, "2.0.1") as cp:
+        await cp.call(_status("Faulted", ts))  # a retry after reconnecting
+        await cp.call(_status("Available", ts))
+        await cp.call(_status("Faulted", ts))
+        await cp.call(_status("Faulted", ts))  # a retry
+
+    types = [
+        e["type"]
+        for e in await charger_events(running, cid)
+        if e["type"] in ("FaultRaised", "FaultCleared")
+    ]
+    assert types == ["FaultRaised", "FaultCleared", "FaultRaised"]
