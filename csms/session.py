@@ -250,7 +250,14 @@ class OcppSession:
             self.rx = Incoming(message_id, received_at, writes)
             response = await handler(self, **to_snake(call.payload))
             payload = _response_payload(response)
-            validate(self.ocpp_version, action, payload, response=True)
+            try:
+                validate(self.ocpp_version, action, payload, response=True)
+            except FrameError as exc:
+                # Our own answer breaks the schema: our fault, not the charger's.
+                log.error("charger %s: invalid %s response: %s", self.charger_id, action, exc)
+                raise FrameError(
+                    ErrorKind.internal, f"the CSMS could not build a valid {action} response"
+                ) from exc
             reply = call_result_frame(message_id, payload)
             await record(self.ctx.committer, self.ctx.bus, writes, self.rx.events)
             self._log_exchange(2, action, message_id, text, received_at, reply, 3)

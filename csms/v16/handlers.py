@@ -23,12 +23,17 @@ from services.bus.contracts import (
     MeterValuesReceived,
 )
 
+#: 1.6 parentIdTag is a CiString20Type; the API allows longer groups (2.0.1's are 36).
+PARENT_ID_TAG_MAX = 20
+
 
 def _id_tag_info(status: str, expires_at: Any = None, group: str | None = None) -> dict[str, Any]:
     info: dict[str, Any] = {"status": status}
     if expires_at is not None:
         info["expiryDate"] = format_timestamp(expires_at)
-    if group:
+    # Decision: a group too long for parentIdTag is left out (the field is optional; the
+    # charger then cannot match by group) rather than cut, which could match another group.
+    if group and len(group) <= PARENT_ID_TAG_MAX:
         info["parentIdTag"] = group
     return info
 

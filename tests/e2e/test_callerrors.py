@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from csms.v16 import handlers as handlers16
 from tests.conftest import PASSWORD, Running, SystemFactory, basic, eventually, register
 
 VERSIONS = ["1.6", "2.0.1"]
@@ -284,3 +285,19 @@ async def test_flooding_charger_is_throttled_others_are_served(
             running, "chargeops_ocpp_frames_limited_total", reason="throttled"
         )
         assert throttled_after > throttled_before
+
+
+async def test_an_invalid_response_of_ours_is_an_internal_error(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A response that breaks the schema is the CSMS's fault: InternalError, not a
+    constraint violation the charger would take as its own."""
+    monkeypatch.setattr(
+        handlers16, "_id_tag_info", lambda *_, **__: {"status": "Accepted", "parentIdTag": "x" * 21}
+    )
+    charger_id = "CP-ERR-RESPONSE"
+    await register(running.api, charger_id)
+    async with raw_charger(running, charger_id, "1.6") as cp:
+        answer = await cp.exchange(call("m-auth", "Authorize", {"idTag": "TAG-1"}))
+        assert answer[:3] == [4, "m-auth", "InternalError"], answer
+        await cp.heartbeat()

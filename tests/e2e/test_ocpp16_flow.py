@@ -235,3 +235,25 @@ async def test_same_second_fault_transitions_are_faults_and_a_retry_is_not(
         if e["type"] in ("FaultRaised", "FaultCleared")
     ]
     assert types == ["FaultRaised", "FaultCleared", "FaultRaised"]
+
+
+async def test_a_group_too_long_for_parent_id_tag_is_left_out(running: Running) -> None:
+    """The API allows groups of 36 characters, 1.6 parentIdTag only 20: the answer leaves
+    the group out instead of failing (StartTransaction's transaction already exists)."""
+    cid = "CP-16-GROUP"
+    await register(running.api, cid)
+    for token, group in (("TAG-LONG", "G" * 36), ("TAG-SHORT", "G" * 20)):
+        r = await running.api.post("/api/v1/id-tokens", json={"token": token, "group_id": group})
+        assert r.status_code == 201, r.text
+    async with charge_point(running, cid) as cp:
+        auth = await cp.call(call.Authorize(id_tag="TAG-LONG"))
+        assert auth.id_tag_info == {"status": "Accepted"}
+        start = await cp.call(
+            call.StartTransaction(
+                connector_id=1, id_tag="TAG-LONG", meter_start=0, timestamp="2026-11-27T10:00:00Z"
+            )
+        )
+        assert start.id_tag_info == {"status": "Accepted"}
+        assert start.transaction_id > 0
+        short = await cp.call(call.Authorize(id_tag="TAG-SHORT"))
+        assert short.id_tag_info == {"status": "Accepted", "parent_id_tag": "G" * 20}
