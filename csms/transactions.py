@@ -78,6 +78,20 @@ async def start_transaction_16(
     return int(transaction_id)
 
 
+async def connector_of(session: OcppSession, transaction_id: str) -> str | None:
+    """The connector key of one of the charger's transactions (None if unknown)."""
+    async with session.ctx.db.engine.connect() as conn:
+        key = (
+            await conn.execute(
+                select(TRANSACTIONS.c.connector_key).where(
+                    TRANSACTIONS.c.charger_id == session.charger_id,
+                    TRANSACTIONS.c.transaction_id == transaction_id,
+                )
+            )
+        ).scalar_one_or_none()
+    return str(key) if key is not None else None
+
+
 def start_transaction_201(
     session: OcppSession,
     *,

@@ -13,7 +13,7 @@ from csms.event_ids import stable_event_id
 from csms.protocol.routing import on
 from csms.protocol.timestamps import format_timestamp, parse_timestamp
 from csms.session import BOOT_STATUS, OcppSession
-from csms.transactions import start_transaction_16, stop_transaction
+from csms.transactions import connector_of, start_transaction_16, stop_transaction
 from csms.v16.translate import fault_signature, normalize_status
 from services.bus.contracts import (
     ChargerBooted,
@@ -188,8 +188,13 @@ class V16Session(OcppSession, ChargePoint):  # type: ignore[misc]
         self, meter_stop: int, timestamp: str, transaction_id: int, **kwargs: Any
     ) -> call_result.StopTransaction:
         id_tag = kwargs.get("id_tag")
-        for sample in kwargs.get("transaction_data") or []:
-            self.store_meter_value("0", str(transaction_id), sample)
+        samples = kwargs.get("transaction_data") or []
+        if samples:
+            # The samples are the transaction's connector's (as in its MeterValues, so a
+            # sample sent in both is stored once); "0" only for a transaction we never saw.
+            connector = await connector_of(self, str(transaction_id)) or "0"
+            for sample in samples:
+                self.store_meter_value(connector, str(transaction_id), sample)
         stop_transaction(
             self,
             transaction_id=str(transaction_id),

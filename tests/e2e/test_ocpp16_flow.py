@@ -6,7 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from ocpp.v16 import call
+from sqlalchemy import select
 
+from csms.state import METER_VALUES
 from tests.conftest import Running, charge_point, charger_events, eventually, register
 
 
@@ -257,3 +259,41 @@ async def test_a_group_too_long_for_parent_id_tag_is_left_out(running: Running) 
         assert start.transaction_id > 0
         short = await cp.call(call.Authorize(id_tag="TAG-SHORT"))
         assert short.id_tag_info == {"status": "Accepted", "parent_id_tag": "G" * 20}
+
+
+async def test_stop_transaction_data_is_stored_on_the_transactions_connector(
+    running: Running,
+) -> None:
+    """StopTransaction's transactionData belongs to the transaction's connector, so a
+    sample already sent in MeterValues is stored once."""
+    cid = "CP-16-TXDATA"
+    await register(running.api, cid)
+    await running.api.post("/api/v1/id-tokens", json={"token": "TAG-TXDATA"})
+    during = {"timestamp": "2026-11-27T10:10:00Z", "sampledValue": [{"value": "1500"}]}
+    last = {"timestamp": "2026-11-27T10:20:00Z", "sampledValue": [{"value": "2500"}]}
+    async with charge_point(running, cid) as cp:
+        start = await cp.call(
+            call.StartTransaction(
+                connector_id=2, id_tag="TAG-TXDATA", meter_start=0, timestamp="2026-11-27T10:00:00Z"
+            )
+        )
+        tx = start.transaction_id
+        await cp.call(call.MeterValues(connector_id=2, transaction_id=tx, meter_value=[during]))
+        await cp.call(
+            call.StopTransaction(
+                meter_stop=2500,
+                timestamp="2026-11-27T10:20:00Z",
+                transaction_id=tx,
+                transaction_data=[during, last],
+            )
+        )
+
+    async with running.system.db.engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                select(METER_VALUES.c.connector_key, METER_VALUES.c.sampled_at).where(
+                    METER_VALUES.c.charger_id == cid
+                )
+            )
+        ).all()
+    assert sorted((key, at.minute) for key, at in rows) == [("2", 10), ("2", 20)]
