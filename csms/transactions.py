@@ -1,8 +1,9 @@
 """Charging transactions, de-duplicated on their content.
 
 Chargers retry with new message ids (EVerest does), so a start is identified by
-(charger, connector, charger timestamp, id tag) in 1.6 and by (charger, transactionId)
-in 2.0.1; the events they cause carry deterministic ids, so a retry adds nothing.
+(charger, connector, charger timestamp as an instant, id tag) in 1.6 and by
+(charger, transactionId) in 2.0.1; the events they cause carry deterministic ids, so a
+retry adds nothing.
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ async def start_transaction_16(
 ) -> int:
     """Create (or find the retried) transaction and return its integer id."""
     rx = session.incoming
-    dedupe = _key(session.charger_id, connector_id, timestamp, id_tag)
     started_at = parse_timestamp(timestamp)
+    # The instant, not the text: "...00Z" and "...00.000+00:00" are the same start.
+    instant = started_at.isoformat() if started_at is not None else timestamp
+    dedupe = _key(session.charger_id, connector_id, instant, id_tag)
 
     def create(conn: Connection) -> int:
         existing = conn.execute(

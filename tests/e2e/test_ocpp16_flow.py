@@ -297,3 +297,28 @@ async def test_stop_transaction_data_is_stored_on_the_transactions_connector(
             )
         ).all()
     assert sorted((key, at.minute) for key, at in rows) == [("2", 10), ("2", 20)]
+
+
+async def test_a_retried_start_with_another_spelling_of_its_time_is_the_same_transaction(
+    running: Running,
+) -> None:
+    cid = "CP-16-TXTIME"
+    await register(running.api, cid)
+    await running.api.post("/api/v1/id-tokens", json={"token": "TAG-TXTIME"})
+    async with charge_point(running, cid) as cp:
+        ids = {
+            (
+                await cp.call(
+                    call.StartTransaction(
+                        connector_id=1, id_tag="TAG-TXTIME", meter_start=0, timestamp=timestamp
+                    )
+                )
+            ).transaction_id
+            for timestamp in (
+                "2026-11-27T10:00:00Z",
+                "2026-11-27T10:00:00.000Z",
+                "2026-11-27T11:00:00+01:00",
+            )
+        }
+    assert len(ids) == 1
+    assert len(await charger_events(running, cid, "TransactionStarted")) == 1
