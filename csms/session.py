@@ -20,6 +20,7 @@ import asyncio
 import hashlib
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -131,6 +132,10 @@ class OcppSession:
         self.silent = False
         self._tokens = float(ctx.settings.frame_burst)
         self._refill_at = time.monotonic()
+        #: (message id, action) of our CALL still waiting for its answer; the library's
+        #: ``call()`` allows one at a time (``_call_lock``).
+        self._awaiting: tuple[str, str] | None = None
+        self._stale_logged_at = 0.0
 
     async def load_state(self) -> None:
         """Read the connectors' last known state so changes are detected across reconnects."""
@@ -221,8 +226,29 @@ class OcppSession:
         type_id: int = frame.message_type_id
         unique_id: str = frame.unique_id
         metrics.child(metrics.FRAMES, "in", str(type_id), "response").inc()
+        awaiting = self._awaiting
+        if awaiting is None or awaiting[0] != unique_id:
+            # Decision: only the answer to our outstanding CALL reaches the library's
+            # unbounded queue; anything else would pile up until our next call() walks it
+            # (recursively). It is kept in the raw log and counted, then dropped.
+            self._log_exchange(type_id, None, unique_id, text, received_at, None, None)
+            self._stale_response(unique_id)
+            return
+        self._awaiting = None  # a repeated answer to the same CALL is stale too
         self._log_exchange(type_id, None, unique_id, text, received_at, None, None)
         self._response_queue.put_nowait(frame)  # type: ignore[attr-defined]
+
+    def _stale_response(self, unique_id: str) -> None:
+        metrics.STALE_RESPONSES.inc()
+        now = time.monotonic()
+        if now - self._stale_logged_at >= 60.0:
+            self._stale_logged_at = now
+            log.warning(
+                "charger %s: dropped an answer to no outstanding call (id %.40r; "
+                "further ones this minute are only counted)",
+                self.charger_id,
+                unique_id,
+            )
 
     def _action_label(self, action: str) -> str:
         return action if action in self._known_actions else "unknown"
@@ -351,6 +377,9 @@ class OcppSession:
         """Used by the library's ``call()`` for CSMS-initiated messages."""
         parsed = orjson.loads(message)
         action = parsed[2] if parsed[0] == 2 else None
+        if action is not None:
+            # Set before the frame leaves: its answer may arrive before send() returns.
+            self._awaiting = (parsed[1], action)
         await self._send_frame(message, parsed[0], parsed[1], action)
 
     # ----------------------------------------------------------------- commands
@@ -362,7 +391,15 @@ class OcppSession:
         the caller with the compiled validators, so an ``OCPPError`` here is always the
         charger's own CALLERROR."""
         call = super().call  # type: ignore[misc]
-        return await call(payload, suppress=False, skip_schema_validation=True)
+        unique_id = str(uuid.uuid4())
+        try:
+            return await call(
+                payload, suppress=False, unique_id=unique_id, skip_schema_validation=True
+            )
+        finally:
+            # Timed out or cancelled: a late answer to this CALL is stale from now on.
+            if self._awaiting is not None and self._awaiting[0] == unique_id:
+                self._awaiting = None
 
     # ----------------------------------------------------------------- helpers for handlers
     @property

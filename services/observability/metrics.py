@@ -56,6 +56,11 @@ FRAMES_LIMITED = Counter(
     ["reason"],
     registry=REGISTRY,
 )
+STALE_RESPONSES = Counter(
+    "chargeops_ocpp_stale_responses_total",
+    "CALLRESULT/CALLERROR frames from chargers answering no outstanding CSMS call (dropped)",
+    registry=REGISTRY,
+)
 CHARGER_STATE_CHANGES = Counter(
     "chargeops_charger_connectivity_changes_total",
     "Charger online/offline transitions",

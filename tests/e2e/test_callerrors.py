@@ -301,3 +301,46 @@ async def test_an_invalid_response_of_ours_is_an_internal_error(
         answer = await cp.exchange(call("m-auth", "Authorize", {"idTag": "TAG-1"}))
         assert answer[:3] == [4, "m-auth", "InternalError"], answer
         await cp.heartbeat()
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_answers_to_no_outstanding_call_are_dropped(running: Running, version: str) -> None:
+    """CALLRESULT/CALLERROR frames answering nothing we sent are logged, counted and dropped:
+    they never pile up in the library's response queue, and the next command works."""
+    charger_id = f"CP-STALE-{version.replace('.', '')}"
+    await register(running.api, charger_id)
+    stale = 300
+    before = await metric(running, "chargeops_ocpp_stale_responses_total")
+    async with raw_charger(running, charger_id, version) as cp:
+        for i in range(stale - 1):
+            await cp.send(orjson.dumps([3, f"stale-{i}", {}]).decode())
+        await cp.send(orjson.dumps([4, "stale-err", "InternalError", "late", {}]).decode())
+        await cp.heartbeat()  # frames are handled in order: every stale one was seen
+        session = running.system.csms.presence.sessions[charger_id]
+        assert session._response_queue.qsize() == 0
+        assert await metric(running, "chargeops_ocpp_stale_responses_total") == before + stale
+
+        command = asyncio.create_task(
+            running.api.post(f"/api/v1/chargers/{charger_id}/commands/clear-cache", json={})
+        )
+        sent = await cp.recv()
+        assert sent[0] == 2 and sent[2] == "ClearCache", sent
+        # A stale frame while the command waits is still dropped; the real answer is taken.
+        await cp.send(orjson.dumps([3, "stale-late", {}]).decode())
+        await cp.send(orjson.dumps([3, sent[1], {"status": "Accepted"}]).decode())
+        r = await command
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] == "Accepted"
+        # A second answer to the same CALL answers nothing outstanding any more.
+        await cp.send(orjson.dumps([3, sent[1], {"status": "Accepted"}]).decode())
+        await cp.heartbeat()
+        assert session._response_queue.qsize() == 0
+        assert await metric(running, "chargeops_ocpp_stale_responses_total") == before + stale + 2
+
+    # Dropped, but kept in the raw log.
+    async def logged() -> bool:
+        r = await running.api.get(f"/api/v1/chargers/{charger_id}/messages", params={"limit": 1000})
+        ids = {m["message_id"] for m in r.json()["items"] if m["direction"] == "in"}
+        return {"stale-0", "stale-err", "stale-late"} <= ids
+
+    await eventually(logged)
