@@ -45,11 +45,18 @@ class Refusal(Exception):
 
 
 class FailureLimiter:
-    """Sliding one-minute window of failures per key (charger id, source address)."""
+    """Sliding one-minute window of failures per key (charger id, source address).
+
+    Decision: an attempt holds a slot from before its first await until its outcome is
+    known (``reserve``/``release``), so parallel attempts cannot all pass the check before
+    any of them has failed: at most ``per_minute`` attempts per key are evaluated while
+    the window is full of failures or attempts in flight.
+    """
 
     def __init__(self, per_minute: int) -> None:
         self._limit = per_minute
         self._failures: dict[str, deque[float]] = {}
+        self._in_flight: dict[str, int] = {}
 
     def _window(self, key: str) -> deque[float]:
         window = self._failures.setdefault(key, deque())
@@ -58,12 +65,23 @@ class FailureLimiter:
             window.popleft()
         return window
 
-    def blocked(self, key: str) -> bool:
+    def reserve(self, key: str) -> bool:
+        """Take a slot for one attempt; False (nothing taken) when the key is blocked."""
         window = self._window(key)
-        if not window:
-            self._failures.pop(key, None)
+        in_flight = self._in_flight.get(key, 0)
+        if len(window) + in_flight >= self._limit:
             return False
-        return len(window) >= self._limit
+        self._in_flight[key] = in_flight + 1
+        return True
+
+    def release(self, key: str) -> None:
+        """Give the slot back once the attempt's outcome is known (``fail`` first if it
+        failed)."""
+        in_flight = self._in_flight.pop(key, 1) - 1
+        if in_flight > 0:
+            self._in_flight[key] = in_flight
+        elif not self._failures.get(key):
+            self._failures.pop(key, None)
 
     def fail(self, key: str) -> None:
         self._window(key).append(time.monotonic())
@@ -142,9 +160,25 @@ class Authenticator:
                 "no_subprotocol",
                 "Sec-WebSocket-Protocol must offer ocpp1.6 or ocpp2.0.1",
             )
-        if self._limiter.blocked(cp_id) or self._address_limiter.blocked(remote_address):
+        if not self._limiter.reserve(cp_id):
             raise Refusal(429, "rate_limited", "too many failed attempts; retry later")
+        if not self._address_limiter.reserve(remote_address):
+            self._limiter.release(cp_id)
+            raise Refusal(429, "rate_limited", "too many failed attempts; retry later")
+        try:
+            return await self._check(cp_id, headers, remote_address, peercert, tls)
+        finally:
+            self._limiter.release(cp_id)
+            self._address_limiter.release(remote_address)
 
+    async def _check(
+        self,
+        cp_id: str,
+        headers: dict[str, str],
+        remote_address: str,
+        peercert: dict[str, Any] | None,
+        tls: bool,
+    ) -> Identity:
         async with self.ctx.db.engine.connect() as conn:
             row = (await conn.execute(select(CHARGERS).where(CHARGERS.c.id == cp_id))).first()
         credentials = basic_credentials(headers.get("authorization"))

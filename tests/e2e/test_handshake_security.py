@@ -377,6 +377,33 @@ async def test_failures_spread_over_many_ids_are_rate_limited_per_source_address
         await ws.close()
 
 
+async def test_parallel_failures_cannot_outrun_the_limits(system_factory: SystemFactory) -> None:
+    """Attempts in flight count against the limits: parallel wrong passwords (one id) and
+    parallel guessed ids (one address) are evaluated at most ``limit`` times, the rest 429."""
+    limit = 3
+    async with system_factory(auth_failures_per_minute=limit) as running:
+        await register(running.api, "CP-RUSH")
+        url = running.ocpp_url + "CP-RUSH"
+        attempts = await asyncio.gather(
+            *(
+                refused(url, headers=auth("CP-RUSH", OTHER_PASSWORD), source="127.0.0.3")
+                for _ in range(4 * limit)
+            )
+        )
+        statuses = sorted(status(a) for a in attempts)
+        assert statuses == [401] * limit + [429] * (3 * limit)
+
+        address_limit = limit * ADDRESS_LIMIT_FACTOR
+        guesses = await asyncio.gather(
+            *(
+                refused(running.ocpp_url + f"RUSH-{n}", source="127.0.0.4")
+                for n in range(2 * address_limit)
+            )
+        )
+        statuses = sorted(status(g) for g in guesses)
+        assert statuses == [404] * address_limit + [429] * address_limit
+
+
 # ------------------------------------------------------------------ TLS (profiles 2 and 3)
 class Pki:
     def __init__(self, directory: Path) -> None:
