@@ -96,13 +96,20 @@ def offered_subprotocols(header: str | None) -> list[str]:
     return [p.strip() for p in header.split(",") if p.strip()]
 
 
-def basic_credentials(header: str | None) -> tuple[str, str] | None:
+def basic_credentials(header: str | None, cp_id: str) -> tuple[str, str] | None:
+    """(username, password) of an HTTP Basic header.
+
+    Decision: the username must be the charge point id, and ids may contain ':'; so the
+    split is made after the expected id when the header starts with it, and at the
+    first colon otherwise (a username that is then not the id)."""
     if not header or not header.lower().startswith("basic "):
         return None
     try:
         decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError):
         return None
+    if decoded.startswith(cp_id + ":"):
+        return cp_id, decoded[len(cp_id) + 1 :]
     user, sep, password = decoded.partition(":")
     return (user, password) if sep else None
 
@@ -181,7 +188,7 @@ class Authenticator:
     ) -> Identity:
         async with self.ctx.db.engine.connect() as conn:
             row = (await conn.execute(select(CHARGERS).where(CHARGERS.c.id == cp_id))).first()
-        credentials = basic_credentials(headers.get("authorization"))
+        credentials = basic_credentials(headers.get("authorization"), cp_id)
 
         if row is None:
             if not self.ctx.settings.allow_unknown_chargers:

@@ -295,6 +295,19 @@ async def test_bad_or_missing_basic_credentials_are_401_with_a_challenge(
         assert await boot(cp.cp) == "Accepted"
 
 
+async def test_an_id_with_colons_logs_in_with_basic_auth(running: Running) -> None:
+    """':' is allowed in an id, and the username of HTTP Basic is the id: the password is
+    what follows the id, not what follows the first colon."""
+    cid = "SITE:7:CP-1"
+    await register(running.api, cid)
+    url = running.ocpp_url + cid
+    ws = await open_ws(url, headers=auth(cid))
+    async with session(ws, cid, "1.6") as cp:
+        assert await boot(cp) == "Accepted"
+    for header in (auth(cid, OTHER_PASSWORD), auth(cid, ""), auth("SITE:7", PASSWORD)):
+        assert status(await refused(url, headers=header)) == 401, header
+
+
 async def test_disabled_charger_is_403_until_enabled_again(running: Running) -> None:
     await register(running.api, "CP-OFF")
     patched = await running.api.patch("/api/v1/chargers/CP-OFF", json={"enabled": False})
