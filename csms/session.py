@@ -235,7 +235,8 @@ class OcppSession:
             self._stale_response(unique_id)
             return
         self._awaiting = None  # a repeated answer to the same CALL is stale too
-        self._log_exchange(type_id, None, unique_id, text, received_at, None, None)
+        # Logged with the action of the CALL it answers, so a filter on the action finds it.
+        self._log_exchange(type_id, awaiting[1], unique_id, text, received_at, None, None)
         self._response_queue.put_nowait(frame)  # type: ignore[attr-defined]
 
     def _stale_response(self, unique_id: str) -> None:

@@ -593,6 +593,26 @@ async def test_rejected_passes_through_and_callerror_is_502(
         assert "InternalError" in logged["detail"]
 
 
+async def test_answers_are_logged_with_the_action_they_answer(running: Running) -> None:
+    cid = "CP-LOG-ACTION"
+    await register(running.api, cid)
+    async with charge_point(running, cid, "1.6", cp_class=Station16):
+        assert (await send(running, cid, "reset", {"type": "soft"})).status_code == 200
+        assert (await send(running, cid, "data-transfer", {"vendor_id": "boom"})).status_code == 502
+
+    async def logged(action: str) -> list[tuple[str, int]] | None:
+        r = await running.api.get(
+            f"/api/v1/chargers/{cid}/messages", params={"action": action, "limit": 100}
+        )
+        assert r.status_code == 200, r.text
+        rows = sorted((m["direction"], m["message_type"]) for m in r.json()["items"])
+        return rows if len(rows) == 2 else None
+
+    # Our CALL and the charger's CALLRESULT / CALLERROR to it, under the command's action.
+    assert await eventually(lambda: logged("Reset")) == [("in", 3), ("out", 2)]
+    assert await eventually(lambda: logged("DataTransfer")) == [("in", 4), ("out", 2)]
+
+
 async def test_offline_unknown_and_invalid(running: Running) -> None:
     cid = "CP-OFF"
     await register(running.api, cid)
