@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from csms.tables import (
+    LOG_KEY_LEN,
     ChargerState,
     ConnectorState,
     MessageLogEntry,
@@ -47,13 +48,16 @@ def log_row(
     reply_type: int | None = None,
     reply_at: datetime | None = None,
 ) -> dict[str, Any]:
-    """One row of the raw log: a frame, and in the same row the answer to it if any."""
+    """One row of the raw log: a frame, and in the same row the answer to it if any.
+
+    An action or message id longer than its column is cut to fit (PostgreSQL would refuse
+    the row); ``payload`` keeps the frame whole."""
     return {
         "charger_id": charger_id,
         "direction": direction,
         "message_type": message_type,
-        "action": action,
-        "message_id": message_id,
+        "action": action[:LOG_KEY_LEN] if action is not None else None,
+        "message_id": message_id[:LOG_KEY_LEN] if message_id is not None else None,
         "payload": payload,
         "at": at,
         "reply": reply,

@@ -12,6 +12,8 @@ from services.db import Base, UTCDateTime
 SeqId = BigInteger().with_variant(Integer(), "sqlite")
 
 CHARGER_ID_LEN = 48
+#: the raw log's action and message_id columns (a charger may send longer ones)
+LOG_KEY_LEN = 64
 
 
 class Charger(Base):
@@ -104,8 +106,8 @@ class MessageLogEntry(Base):
     charger_id: Mapped[str] = mapped_column(String(CHARGER_ID_LEN))
     direction: Mapped[str] = mapped_column(String(3))  # in | out
     message_type: Mapped[int] = mapped_column(Integer)
-    action: Mapped[str | None] = mapped_column(String(64))
-    message_id: Mapped[str | None] = mapped_column(String(64))
+    action: Mapped[str | None] = mapped_column(String(LOG_KEY_LEN))
+    message_id: Mapped[str | None] = mapped_column(String(LOG_KEY_LEN))
     payload: Mapped[str] = mapped_column(Text)
     at: Mapped[datetime] = mapped_column(UTCDateTime())
     reply: Mapped[str | None] = mapped_column(Text)

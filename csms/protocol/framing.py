@@ -32,9 +32,12 @@ def parse_frame(raw: str | bytes) -> Frame:
     if not isinstance(message_id, str) or not message_id:
         raise FrameError(ErrorKind.rpc_framework, "message id must be a non-empty string")
     if len(message_id) > MAX_MESSAGE_ID_LEN:
+        # Decision: the id was readable, so the CALLERROR echoes it as given (not "-1")
+        # and the charger can match the answer to its request.
         raise FrameError(
             ErrorKind.rpc_framework,
             f"message id longer than {MAX_MESSAGE_ID_LEN} characters",
+            message_id=message_id,
         )
     type_id = msg[0]
     if type_id == 2:

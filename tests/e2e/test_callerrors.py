@@ -85,6 +85,10 @@ STATUS = {"1.6": STATUS_16, "2.0.1": STATUS_201}
 STATUS_FIELD = {"1.6": "status", "2.0.1": "connectorStatus"}
 
 
+#: longer than the 36 characters OCPP-J allows, and than the raw log's message_id column
+LONG_ID = "long-" + "x" * 75
+
+
 def call(message_id: str, action: str, payload: Any) -> str:
     return orjson.dumps([2, message_id, action, payload]).decode()
 
@@ -101,7 +105,19 @@ def bad_frames(version: str) -> list[tuple[str, str, str, str]]:
         ("invalid-json", '[2, "x", "Heartbeat", {', "-1", "FormationViolation/RpcFrameworkError"),
         ("not-an-array", '{"action": "Heartbeat"}', "-1", "FormationViolation/RpcFrameworkError"),
         ("integer-id", '[2, 123, "Heartbeat", {}]', "-1", "FormationViolation/RpcFrameworkError"),
+        (
+            "id-too-long",
+            call(LONG_ID, "Heartbeat", {}),
+            LONG_ID,
+            "FormationViolation/RpcFrameworkError",
+        ),
         ("unknown-action", call("m-foo", "FooBar", {}), "m-foo", "NotImplemented/NotImplemented"),
+        (
+            "long-unknown-action",
+            call("m-long-action", "Foo" * 30, {}),
+            "m-long-action",
+            "NotImplemented/NotImplemented",
+        ),
         ("csms-only-action", call("m-reset", "Reset", {}), "m-reset", "NotSupported/NotSupported"),
         (
             "type-error",
