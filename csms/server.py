@@ -103,6 +103,11 @@ class OcppServer:
         self, connection: ServerConnection, request: Request
     ) -> Response | None:
         headers = {k.lower(): v for k, v in request.headers.raw_items()}
+        # Sec-WebSocket-Protocol may come as several header lines: all of them are offers
+        # (websockets' own negotiation reads them all too).
+        offers = request.headers.get_all("Sec-WebSocket-Protocol")
+        if offers:
+            headers["sec-websocket-protocol"] = ", ".join(offers)
         peer = connection.remote_address
         remote = str(peer[0]) if peer else "unknown"
         ssl_object = connection.transport.get_extra_info("ssl_object")

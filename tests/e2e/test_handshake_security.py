@@ -8,7 +8,9 @@ and from the Prometheus counters an operator would alert on.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import os
 import ssl
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -238,6 +240,35 @@ async def test_missing_or_unsupported_subprotocol_is_400(running: Running) -> No
     # The same charger with the same credentials is fine once it offers OCPP.
     ws = await open_ws(url, offered=["ocpp1.6"], headers=auth("CP-SUB"))
     await ws.close()
+
+
+async def test_subprotocol_offers_on_several_header_lines_are_all_read(running: Running) -> None:
+    """A raw handshake whose Sec-WebSocket-Protocol comes as two lines (``ocpp1.6``, then
+    ``foo``): ocpp1.6 was offered, so the upgrade succeeds with it."""
+    await register(running.api, "CP-LINES")
+    reader, writer = await asyncio.open_connection("127.0.0.1", running.system.csms.port)
+    try:
+        key = base64.b64encode(os.urandom(16)).decode()
+        request = (
+            "GET /ocpp/CP-LINES HTTP/1.1\r\n"
+            f"Host: 127.0.0.1:{running.system.csms.port}\r\n"
+            "Upgrade: websocket\r\n"
+            "Connection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n"
+            "Sec-WebSocket-Protocol: ocpp1.6\r\n"
+            "Sec-WebSocket-Protocol: foo\r\n"
+            f"Authorization: {basic('CP-LINES', PASSWORD)}\r\n"
+            "\r\n"
+        )
+        writer.write(request.encode())
+        await writer.drain()
+        head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)).decode()
+    finally:
+        writer.close()
+    lines = head.split("\r\n")
+    assert lines[0].startswith("HTTP/1.1 101"), head
+    assert "sec-websocket-protocol: ocpp1.6" in [line.lower() for line in lines], head
 
 
 @pytest.mark.parametrize(
