@@ -107,12 +107,22 @@ Handler = Callable[..., Awaitable[Any]]
 #: BootNotification's answer for each registry status (the same words in 1.6 and 2.0.1).
 BOOT_STATUS = {"accepted": "Accepted", "pending": "Pending", "rejected": "Rejected"}
 
+#: TriggerMessage's requestedMessage -> the action the station then sends, where they differ
+TRIGGERED_ACTION = {
+    "SignChargingStationCertificate": "SignCertificate",
+    "SignV2GCertificate": "SignCertificate",
+    "SignCombinedCertificate": "SignCertificate",
+}
+
 
 class OcppSession:
     ocpp_version: ClassVar[str]
     action_enum: ClassVar[type[StrEnum]]
     _routes: ClassVar[dict[str, Handler]]
     _known_actions: ClassVar[frozenset[str]]
+    #: Answer a station that is not Accepted with SecurityError for anything but
+    #: BootNotification and the messages we triggered (2.0.1 B02.FR.09, B03).
+    refuse_unless_accepted: ClassVar[bool] = False
 
     def __init__(self, identity: Identity, connection: ServerConnection, ctx: CsmsContext) -> None:
         super().__init__(  # type: ignore[call-arg]
@@ -136,6 +146,11 @@ class OcppSession:
         #: ``call()`` allows one at a time (``_call_lock``).
         self._awaiting: tuple[str, str] | None = None
         self._stale_logged_at = 0.0
+        #: Accepted by the last BootNotification answer (before one: by the registry at
+        #: the handshake, as a station may reconnect without booting).
+        self.accepted = identity.registration_status == "accepted"
+        #: actions we asked for with TriggerMessage since the last BootNotification
+        self._triggered: set[str] = set()
 
     async def load_state(self) -> None:
         """Read the connectors' last known state so changes are detected across reconnects."""
@@ -273,6 +288,16 @@ class OcppSession:
                     ErrorKind.not_implemented,
                     f"{action} is not an OCPP {self.ocpp_version} action",
                 )
+            if (
+                self.refuse_unless_accepted
+                and not self.accepted
+                and action != "BootNotification"
+                and action not in self._triggered
+            ):
+                raise FrameError(
+                    ErrorKind.security,
+                    f"{action} refused: the station is not Accepted; send BootNotification",
+                )
             validate(self.ocpp_version, action, call.payload)
             self.rx = Incoming(message_id, received_at, writes)
             response = await handler(self, **to_snake(call.payload))
@@ -381,6 +406,9 @@ class OcppSession:
         if action is not None:
             # Set before the frame leaves: its answer may arrive before send() returns.
             self._awaiting = (parsed[1], action)
+            if action == "TriggerMessage":
+                requested = str(parsed[3].get("requestedMessage"))
+                self._triggered.add(TRIGGERED_ACTION.get(requested, requested))
         await self._send_frame(message, parsed[0], parsed[1], action)
 
     # ----------------------------------------------------------------- commands
@@ -591,6 +619,11 @@ class OcppSession:
                 tech_info=tech_info,
             )
         )
+
+    def booted(self, status: str) -> None:
+        """Record the registration status a BootNotification is answered with."""
+        self.accepted = status == "Accepted"
+        self._triggered.clear()
 
     def touch_state(self, **values: Any) -> None:
         state.charger_state(self.incoming.writes, self.charger_id, **values)

@@ -48,6 +48,7 @@ class V16Session(OcppSession, ChargePoint):  # type: ignore[misc]
     ) -> call_result.BootNotification:
         rx = self.incoming
         status = BOOT_STATUS[await self.registration_status()]
+        self.booted(status)
         interval = self.ctx.settings.heartbeat_interval
         self.touch_state(
             vendor=charge_point_vendor,

@@ -37,6 +37,10 @@ def _id_token_info(status: str, expires_at: Any = None, group: str | None = None
 class V201Session(OcppSession, ChargePoint):  # type: ignore[misc]
     ocpp_version = "2.0.1"
     action_enum = Action
+    # Decision: 2.0.1 only. OCPP 1.6 (4.2) forbids a pending station to send requests
+    # unless triggered, but names no CALLERROR for the Central System, and allows
+    # transactions before acceptance (4.2.1); a 1.6 station's messages are handled as before.
+    refuse_unless_accepted = True
 
     @on(Action.boot_notification)
     async def on_boot_notification(
@@ -44,6 +48,7 @@ class V201Session(OcppSession, ChargePoint):  # type: ignore[misc]
     ) -> call_result.BootNotification:
         rx = self.incoming
         status = BOOT_STATUS[await self.registration_status()]
+        self.booted(status)
         vendor = charging_station["vendor_name"]
         model = charging_station["model"]
         serial = charging_station.get("serial_number")

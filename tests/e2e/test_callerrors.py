@@ -360,3 +360,85 @@ async def test_answers_to_no_outstanding_call_are_dropped(running: Running, vers
         return {"stale-0", "stale-err", "stale-late"} <= ids
 
     await eventually(logged)
+
+
+BOOT = {
+    "1.6": {"chargePointVendor": "V", "chargePointModel": "M"},
+    "2.0.1": {"chargingStation": {"vendorName": "V", "model": "M"}, "reason": "PowerUp"},
+}
+FAULTED_201 = {**STATUS_201, "connectorStatus": "Faulted"}
+TX_201 = {
+    "eventType": "Started",
+    "timestamp": "2026-11-27T10:00:00Z",
+    "triggerReason": "CablePluggedIn",
+    "seqNo": 0,
+    "transactionInfo": {"transactionId": "TX-PENDING"},
+    "evse": {"id": 1, "connectorId": 1},
+}
+
+
+async def test_a_pending_201_station_gets_security_error_except_for_boot_and_triggered(
+    running: Running,
+) -> None:
+    """2.0.1 B02.FR.09: until a BootNotification is Accepted, anything else the station
+    sends is answered with SecurityError and changes nothing, except what we triggered."""
+    cid = "CP-PENDING-201"
+    await register(running.api, cid)
+    r = await running.api.patch(f"/api/v1/chargers/{cid}", json={"registration_status": "pending"})
+    assert r.status_code == 200, r.text
+    async with raw_charger(running, cid, "2.0.1") as cp:
+        boot = await cp.exchange(call("b-1", "BootNotification", BOOT["2.0.1"]))
+        assert boot[:2] == [3, "b-1"] and boot[2]["status"] == "Pending", boot
+        for message_id, action, payload in (
+            ("p-status", "StatusNotification", FAULTED_201),
+            ("p-tx", "TransactionEvent", TX_201),
+            ("p-hb", "Heartbeat", {}),
+        ):
+            answer = await cp.exchange(call(message_id, action, payload))
+            assert answer[:3] == [4, message_id, "SecurityError"], answer
+
+        # A message we asked for with TriggerMessage is handled while pending.
+        command = asyncio.create_task(
+            running.api.post(
+                f"/api/v1/chargers/{cid}/commands/trigger-message",
+                json={"message": "StatusNotification", "connector": "1"},
+            )
+        )
+        trigger = await cp.recv()
+        assert trigger[2] == "TriggerMessage", trigger
+        await cp.send(orjson.dumps([3, trigger[1], {"status": "Accepted"}]).decode())
+        assert (await command).status_code == 200
+        assert await cp.exchange(call("t-status", "StatusNotification", STATUS_201)) == [
+            3,
+            "t-status",
+            {},
+        ]
+
+        # Accepted by the registry, then by the next BootNotification: served again.
+        r = await running.api.patch(
+            f"/api/v1/chargers/{cid}", json={"registration_status": "accepted"}
+        )
+        assert r.status_code == 200, r.text
+        answer = await cp.exchange(call("hb-early", "Heartbeat", {}))
+        assert answer[:3] == [4, "hb-early", "SecurityError"], answer
+        boot = await cp.exchange(call("b-2", "BootNotification", BOOT["2.0.1"]))
+        assert boot[2]["status"] == "Accepted", boot
+        await cp.heartbeat()
+
+    # The refused messages raised no fault and started no transaction.
+    r = await running.api.get(f"/api/v1/chargers/{cid}/events", params={"limit": 1000})
+    types = {e["type"] for e in r.json()["items"]}
+    assert not types & {"FaultRaised", "TransactionStarted"}, types
+
+
+async def test_a_pending_16_charge_point_is_still_served(running: Running) -> None:
+    """OCPP 1.6 names no CALLERROR for a Central System receiving requests from a pending
+    charge point: its messages are handled as before (decision in csms/v201/handlers.py)."""
+    cid = "CP-PENDING-16"
+    await register(running.api, cid)
+    r = await running.api.patch(f"/api/v1/chargers/{cid}", json={"registration_status": "pending"})
+    assert r.status_code == 200, r.text
+    async with raw_charger(running, cid, "1.6") as cp:
+        boot = await cp.exchange(call("b-1", "BootNotification", BOOT["1.6"]))
+        assert boot[2]["status"] == "Pending", boot
+        await cp.heartbeat()
