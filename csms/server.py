@@ -25,6 +25,7 @@ from csms.session import OcppSession
 from csms.v16.handlers import V16Session
 from csms.v201.handlers import V201Session
 from services.observability import metrics
+from services.settings import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +38,20 @@ def tls_context(ctx: CsmsContext) -> ssl.SSLContext | None:
         return None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(str(s.tls_cert), str(s.tls_key))
+    try:
+        context.load_cert_chain(str(s.tls_cert), str(s.tls_key))
+    except ssl.SSLError as exc:
+        raise ConfigError(
+            f"CHARGEOPS_TLS_CERT / CHARGEOPS_TLS_KEY: cannot load {s.tls_cert} with key "
+            f"{s.tls_key}: {exc.reason or exc}"
+        ) from None
     if s.tls_ca is not None:
-        context.load_verify_locations(str(s.tls_ca))
+        try:
+            context.load_verify_locations(str(s.tls_ca))
+        except ssl.SSLError as exc:
+            raise ConfigError(
+                f"CHARGEOPS_TLS_CA: cannot load {s.tls_ca}: {exc.reason or exc}"
+            ) from None
         # Optional at the TLS layer: profile 2 chargers present no certificate. Profile 3
         # chargers must, and their CN is checked against the id at the handshake.
         context.verify_mode = ssl.CERT_OPTIONAL

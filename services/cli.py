@@ -1,18 +1,26 @@
-"""The ``chargeops`` command."""
+"""The ``chargeops`` command.
+
+Exit status: 0 done; 1 failed (e.g. a ``UserError``, or the database cannot be reached:
+it may come up, so a supervisor may retry); 2 a bad setting or usage (retrying will not
+help). Both failures print one line per problem to stderr, never a traceback.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Annotated, TypeVar
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
+from pydantic import ValidationError
 
-from services import api_auth
-from services.api_auth import UserError
-from services.db import Database
-from services.migrations import upgrade
-from services.settings import Settings
+from services.settings import ConfigError, DatabaseUnreachable, Settings, problems
+
+# The rest is imported in the commands (`chargeops` starts faster).
+if TYPE_CHECKING:
+    from services.db import Database
+    from services.wiring import Role
 
 app = typer.Typer(help="ChargeOps: O&M backbone of an EV charging network.", no_args_is_help=True)
 token_app = typer.Typer(help="HTTP API tokens.", no_args_is_help=True)
@@ -22,30 +30,49 @@ app.add_typer(user_app, name="user")
 T = TypeVar("T")
 
 
+@contextlib.contextmanager
+def _reported() -> Iterator[None]:
+    """Bad settings exit 2, an unreachable database 1: one line per problem on stderr."""
+    try:
+        yield
+    except ValidationError as exc:
+        for line in problems(exc):
+            typer.echo(line, err=True)
+        raise typer.Exit(2) from None
+    except ConfigError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    except DatabaseUnreachable as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+
+
+def _serve(role: Role) -> None:
+    with _reported():
+        settings = Settings()
+        from services.wiring import run
+
+        run(settings, role)
+
+
 @app.command()
 def serve() -> None:
     """Run everything in one process: OCPP server, ticketing, HTTP API (migrates first)."""
-    from services.wiring import run
-
-    run(Settings())
+    _serve("all")
 
 
 @app.command()
 def csms() -> None:
     """Run one OCPP node of a distributed deployment (chargers' sockets; HTTP only for
     /healthz, /readyz, /metrics). Needs a shared database and CHARGEOPS_BUS_URL=nats://..."""
-    from services.wiring import run
-
-    run(Settings(), "csms")
+    _serve("csms")
 
 
 @app.command()
 def ticketing() -> None:
     """Run one ticketing replica of a distributed deployment (bus consumers, timers and the
     HTTP API). Needs a shared database and CHARGEOPS_BUS_URL=nats://..."""
-    from services.wiring import run
-
-    run(Settings(), "ticketing")
+    _serve("ticketing")
 
 
 @app.command()
@@ -53,16 +80,21 @@ def migrate() -> None:
     """Apply the database migrations."""
     from services.migrations import upgrade
 
-    settings = Settings()
-    upgrade(settings.database_url)
+    with _reported():
+        upgrade(Settings().database_url)
     typer.echo("database is at the latest revision")
 
 
 def _with_db(work: Callable[[Database], Awaitable[T]], *, upgrade_first: bool = False) -> T:
     """Run ``work`` on the configured database; a ``UserError`` exits 1 with its message."""
-    settings = Settings()
-    if upgrade_first:
-        upgrade(settings.database_url)
+    from services.api_auth import UserError
+    from services.db import Database
+    from services.migrations import upgrade
+
+    with _reported():
+        settings = Settings()
+        if upgrade_first:
+            upgrade(settings.database_url)
 
     async def _run() -> T:
         db = Database(settings.database_url)
@@ -84,6 +116,8 @@ def user_create(
     role: Annotated[str, typer.Option(help="admin, dispatcher, technician or viewer")],
 ) -> None:
     """Create an API user; its role applies to all of its tokens."""
+    from services import api_auth
+
     user = _with_db(lambda db: api_auth.create_user(db, name, role), upgrade_first=True)
     typer.echo(f"created user {user.name} ({user.role})")
 
@@ -91,6 +125,8 @@ def user_create(
 @user_app.command("disable")
 def user_disable(name: str) -> None:
     """Disable the user NAME: all of its tokens are refused from the next request on."""
+    from services import api_auth
+
     _with_db(lambda db: api_auth.disable_user(db, name))
     typer.echo(f"disabled {name}")
 
@@ -107,6 +143,8 @@ def token_create(
     ] = None,
 ) -> None:
     """Create an API token; it is printed once (stdout) and stored only as a hash."""
+    from services import api_auth
+
     if name is not None:
         if user is not None or label is not None:
             typer.echo("give either USER LABEL or --name NAME, not both", err=True)
@@ -132,6 +170,8 @@ def token_create(
 @token_app.command("revoke")
 def token_revoke(token_name: str) -> None:
     """Revoke the API token called TOKEN_NAME (USER/LABEL, or an older token's name)."""
+    from services import api_auth
+
     if not _with_db(lambda db: api_auth.revoke_token(db, token_name)):
         typer.echo(f"no active token called {token_name!r}", err=True)
         raise typer.Exit(1)

@@ -146,6 +146,28 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
+async def check_reachable(url: str) -> None:
+    """Connect once and run ``SELECT 1``, or raise :class:`DatabaseUnreachable` with one
+    line naming the database (password masked) and the driver's reason."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    from services.settings import DatabaseUnreachable, masked_url
+
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+    except (DBAPIError, OSError) as exc:
+        reason = str(exc.orig if isinstance(exc, DBAPIError) else exc).strip()
+        reason = reason.splitlines()[0] if reason else type(exc).__name__
+        raise DatabaseUnreachable(
+            f"cannot reach the database at {masked_url(url)}: {reason}"
+        ) from None
+    finally:
+        await engine.dispose()
+
+
 class Database:
     """The engine and session factory of one process."""
 

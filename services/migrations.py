@@ -9,6 +9,8 @@ from pathlib import Path
 from alembic.config import Config
 
 from alembic import command
+from services.db import check_reachable
+from services.settings import DatabaseUnreachable
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,7 +39,14 @@ def _upgrade(database_url: str, revision: str) -> None:
     if database_url.startswith("sqlite"):
         path = database_url.split("///", 1)[-1]
         if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise DatabaseUnreachable(
+                    f"cannot reach the database at {database_url}: {exc}"
+                ) from None
+    # One connection first: an unreachable database is one line, not Alembic's traceback.
+    asyncio.run(check_reachable(database_url))
     command.upgrade(alembic_config(database_url), revision)
 
 

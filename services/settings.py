@@ -1,17 +1,61 @@
 """Process settings, read from the environment (prefix ``CHARGEOPS_``) and ``.env``.
 
 Every setting is listed in the README's settings table; keep the two in step.
+
+Decision: what can be checked without the network is checked here (URLs parse and name a
+supported driver or scheme, TLS files are readable, the log level exists), so that a bad
+setting stops ``chargeops`` at once with one line naming it (services/cli.py) instead of
+a traceback after the migrations ran. Messages never repeat a URL's password.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = {"changeme", "change-me", "admin", "secret", "password", ""}
+#: the async drivers the code runs on (a plain postgresql:// would load a sync driver)
+DATABASE_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
+BUS_SCHEMES = ("memory://", "nats://")
+#: the levels both logging and uvicorn know
+LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+
+
+class ConfigError(Exception):
+    """A setting that passed validation but does not work (e.g. a TLS key that does not
+    match its certificate); ``chargeops`` prints the message and exits 2."""
+
+
+class DatabaseUnreachable(Exception):
+    """The configured database cannot be connected to (down, wrong host or credentials,
+    no such database); ``chargeops`` prints the message and exits 1."""
+
+
+def problems(error: ValidationError) -> list[str]:
+    """One line per problem in ``error``, naming the environment variable; the values
+    are left out (one may be a secret)."""
+    lines = []
+    for item in error.errors(include_url=False, include_input=False):
+        message = item["msg"].removeprefix("Value error, ")
+        loc = item["loc"]
+        lines.append(f"CHARGEOPS_{str(loc[0]).upper()}: {message}" if loc else message)
+    return lines
+
+
+def masked_url(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (for messages and logs)."""
+    from sqlalchemy.engine import make_url  # imported when needed: `chargeops` starts faster
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparseable URL>"
 
 
 class Settings(BaseSettings):
@@ -73,6 +117,67 @@ class Settings(BaseSettings):
     ticketing_scan_interval: float = Field(default=5.0, gt=0)
     auto_reset_budget: int = Field(default=3, ge=0)
     auto_reset_window: float = Field(default=86400.0, gt=0)
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            url = make_url(value)
+        except ArgumentError:
+            # Not repeated: the value may hold a password.
+            raise ValueError(
+                "not a database URL; expected e.g. sqlite+aiosqlite:///./var/chargeops.db "
+                "or postgresql+asyncpg://user@host:5432/db"
+            ) from None
+        if url.drivername not in DATABASE_DRIVERS:
+            raise ValueError(
+                f"unsupported driver {url.drivername!r}; use one of {', '.join(DATABASE_DRIVERS)}"
+            )
+        return value
+
+    @field_validator("bus_url")
+    @classmethod
+    def _bus_url(cls, value: str) -> str:
+        if not value.startswith(BUS_SCHEMES):
+            raise ValueError("must start with memory:// or nats://")
+        if value.startswith("nats://"):
+            from services.bus.nats_url import parse_nats_url  # the bus imports settings' users
+
+            try:
+                servers = parse_nats_url(value).servers
+            except ValueError as exc:
+                raise ValueError(str(exc).replace(repr(value), "the URL")) from None
+            for server in servers:
+                try:
+                    parts = urlsplit(server)
+                    parts.port  # noqa: B018  (raises ValueError if it is not a number)
+                except ValueError:
+                    raise ValueError("a server's port is not a number 0..65535") from None
+                if not parts.hostname:
+                    raise ValueError("a server has no host name")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"unknown log level {value!r}; use one of {', '.join(LOG_LEVELS)}")
+        return level
+
+    @field_validator("tls_cert", "tls_key", "tls_ca")
+    @classmethod
+    def _readable_file(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        if not value.is_file():
+            raise ValueError(f"{str(value)!r} is not a file")
+        if not os.access(value, os.R_OK):
+            raise ValueError(f"{str(value)!r} is not readable")
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

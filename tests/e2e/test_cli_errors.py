@@ -1,0 +1,76 @@
+"""``chargeops`` with a bad setting or an unreachable database: one line per problem on
+stderr naming the setting, exit 2 (bad setting) or 1 (database unreachable), no traceback
+and no password. The real console script runs as a subprocess."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PG_HOST, need_service
+from tests.process import chargeops_command, server_env
+
+
+def chargeops(tmp_path: Path, command: str, database_url: str, **settings: str) -> tuple[int, str]:
+    done = subprocess.run(
+        chargeops_command(command),
+        env=server_env(database_url, **settings),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.stdout == "" or command == "serve", done.stdout
+    return done.returncode, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("command", ["serve", "migrate"])
+def test_bad_settings_exit_2_with_one_line_each(tmp_path: Path, command: str) -> None:
+    missing = tmp_path / "missing.pem"
+    code, output = chargeops(
+        tmp_path,
+        command,
+        f"sqlite+aiosqlite:///{tmp_path}/chargeops.db",
+        tls_cert=str(missing),
+        tls_key=str(missing),
+        log_level="LOUD",
+    )
+    assert code == 2, output
+    assert "Traceback" not in output
+    assert output.splitlines() == [
+        f"CHARGEOPS_TLS_CERT: '{missing}' is not a file",
+        f"CHARGEOPS_TLS_KEY: '{missing}' is not a file",
+        "CHARGEOPS_LOG_LEVEL: unknown log level 'LOUD'; "
+        "use one of CRITICAL, ERROR, WARNING, INFO, DEBUG",
+    ]
+    assert not (tmp_path / "chargeops.db").exists()  # refused before migrating
+
+
+def test_a_bad_database_url_names_the_setting_not_the_password(tmp_path: Path) -> None:
+    code, output = chargeops(tmp_path, "serve", "postgresql://chargeops:hunter2@db/chargeops")
+    assert code == 2, output
+    assert output.splitlines() == [
+        "CHARGEOPS_DATABASE_URL: unsupported driver 'postgresql'; "
+        "use one of sqlite+aiosqlite, postgresql+asyncpg"
+    ]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("command", ["migrate", "serve"])
+def test_a_database_that_does_not_exist_is_one_line_exit_1(tmp_path: Path, command: str) -> None:
+    need_service("PostgreSQL", PG_HOST, 5432)
+    name = f"chargeops_missing_{uuid.uuid4().hex[:8]}"
+    url = f"postgresql+asyncpg://postgres:hunter2@{PG_HOST}:5432/{name}"
+    code, output = chargeops(tmp_path, command, url)
+    assert code == 1, output
+    assert "Traceback" not in output
+    assert "hunter2" not in output
+    # serve logs its start first; the problem is the last line
+    assert output.splitlines()[-1] == (
+        f"cannot reach the database at postgresql+asyncpg://postgres:***@{PG_HOST}:5432/"
+        f'{name}: database "{name}" does not exist'
+    )
