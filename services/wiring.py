@@ -2,7 +2,8 @@
 
 Start-up: migrate, open the database, start the group committer and the bus, build csms
 and ticketing, serve OCPP and HTTP. Shutdown (SIGTERM/SIGINT): stop accepting, close
-charger sockets with 1001, let the committer flush, stop the bus, exit 0.
+charger sockets with 1001, let the committer flush, stop the bus, exit 0. A signal during
+start-up aborts it (a migration already running finishes), closes what was opened, exit 0.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Iterator
+import threading
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 import uvicorn
 from fastapi import FastAPI
@@ -26,7 +28,7 @@ from services.bus.retention import cutoff, prune_outbox
 from services.checkpoint import WalCheckpointer
 from services.clock import Clock, SystemClock
 from services.committer import GroupCommitter
-from services.db import Database
+from services.db import Database, check_reachable
 from services.gc_policy import GcPolicy
 from services.http_app import create_app
 from services.limits import raise_open_file_limit
@@ -44,6 +46,7 @@ HTTP_KEEP_ALIVE = 65
 
 
 Role = Literal["all", "csms", "ticketing"]
+T = TypeVar("T")
 
 
 @dataclass
@@ -116,6 +119,17 @@ async def build_node(
         defer_interval=settings.defer_interval,
     )
     committer.start()
+    try:
+        return await _build_rest(settings, role, clock, db, committer)
+    except BaseException:  # a bad setting found late, or SIGTERM during start-up
+        await committer.close()
+        await db.dispose()
+        raise
+
+
+async def _build_rest(
+    settings: Settings, role: Role, clock: Clock, db: Database, committer: GroupCommitter
+) -> Node:
     bus = create_bus(settings.bus_url, committer)
     if settings.admin_token is not None and role != "csms":
         if await seed_admin_token(db, settings.admin_token.get_secret_value()):
@@ -177,18 +191,41 @@ class _Uvicorn(uvicorn.Server):
         yield
 
 
-async def serve(settings: Settings, role: Role = "all") -> None:
+async def serve(
+    settings: Settings, role: Role = "all", stop_requested: threading.Event | None = None
+) -> None:
+    # Decision: SIGTERM/SIGINT are handled from the first line, so that one arriving during
+    # start-up (migrating, claiming the node id) aborts it and exits 0 after closing what
+    # was opened, rather than killing the process halfway (exit 143).
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if stop_requested is not None and stop_requested.is_set():  # signalled before the loop
+        stop.set()
     configure_logging(settings.log_level)
+    log.info("ChargeOps %s starting", role)
     raise_open_file_limit()
     # Only the all-in-one process migrates at start: several distributed processes
     # starting together would race; they expect `chargeops migrate` to have run.
-    system = await build_node(settings, role, migrate=role == "all")
+    migrate = role == "all"
     try:
-        await system.start()
+        if not migrate:
+            await _unless_stopped(stop, check_reachable(settings.database_url))
+        system = await _unless_stopped(stop, build_node(settings, role, migrate=migrate))
+    except _StoppedDuringStartUp:
+        log.info("stopped during start-up")
+        return
+    try:
+        await _unless_stopped(stop, system.start())
     except csms.bootstrap.NodeIdInUse as exc:
         log.error("%s", exc)
         await system.stop()
         raise SystemExit(2) from exc
+    except _StoppedDuringStartUp:
+        await system.stop()
+        log.info("stopped during start-up")
+        return
     http = _Uvicorn(
         uvicorn.Config(
             system.app,
@@ -208,10 +245,6 @@ async def serve(settings: Settings, role: Role = "all") -> None:
     presence = system.csms.presence if system.csms is not None else None
     gc_policy = GcPolicy(lambda: len(presence.sessions) if presence is not None else 0)
     gc_policy.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     log.info(
         "ChargeOps %s up: OCPP on %s, HTTP on %s:%s, bus %s",
         role,
@@ -233,11 +266,37 @@ async def serve(settings: Settings, role: Role = "all") -> None:
     log.info("stopped")
 
 
-def run(settings: Settings, role: Role = "all") -> None:
+class _StoppedDuringStartUp(Exception):
+    pass
+
+
+async def _unless_stopped(stop: asyncio.Event, step: Coroutine[Any, Any, T]) -> T:
+    """Run one start-up step, or raise ``_StoppedDuringStartUp`` if ``stop`` is set first:
+    then the step is cancelled (it closes what it opened)."""
+    if stop.is_set():
+        step.close()
+        raise _StoppedDuringStartUp
+    task = asyncio.ensure_future(step)
+    stop_wait = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({task, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+    stop_wait.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    raise _StoppedDuringStartUp
+
+
+def run(
+    settings: Settings, role: Role = "all", stop_requested: threading.Event | None = None
+) -> None:
+    """Run the process until SIGTERM/SIGINT; ``stop_requested``: set by the caller's own
+    signal handler if one came before this (services/cli.py)."""
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(serve(settings, role))
+    asyncio.run(serve(settings, role, stop_requested))

@@ -445,3 +445,38 @@ def test_migrate_twice_on_a_fresh_sqlite_file(tmp_path: Path) -> None:
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert versions == [head]
     assert {"bus_outbox", "bus_cursors", "bus_inbox", "ticketing_fault_reports"} <= tables
+
+
+# ------------------------------------------------------------------ 5. SIGTERM in start-up
+async def first_line_logged(server: ServerProcess) -> None:
+    """Returns once the process has logged its first line (it is starting up)."""
+
+    async def logged() -> bool:
+        server._alive_or_fail()
+        return server.log().strip() != ""
+
+    await eventually(logged, attempts=1200)
+
+
+async def test_sigterm_as_soon_as_start_up_logs_exits_0(
+    database_url: str, servers: ServerPool
+) -> None:
+    server = servers.start(database_url)
+    await first_line_logged(server)
+    server.terminate()
+    assert await server.wait_exit() == 0
+    assert "Traceback" not in server.log()
+    await servers.start_ready(database_url)
+
+
+async def test_sigterm_while_migrating_a_fresh_database_exits_0_and_leaves_it_usable(
+    tmp_path: Path, servers: ServerPool
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'fresh' / 'chargeops.db'}"
+    server = servers.start(url)
+    await first_line_logged(server)
+    server.terminate()
+    assert await server.wait_exit() == 0
+    assert "Traceback" not in server.log()
+    # The migration that was running finished (or never began): a restart comes up.
+    await servers.start_ready(url)
