@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -10,6 +11,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
+
+log = logging.getLogger(__name__)
 
 
 class Problem(Exception):
@@ -80,3 +83,14 @@ def install(app: FastAPI) -> None:
         }.get(exc.status_code, "HTTP error")
         headers = dict(exc.headers) if exc.headers else None
         return problem_response(request, exc.status_code, title, str(exc.detail), headers=headers)
+
+    # Decision: Starlette's ServerErrorMiddleware calls the handler registered for Exception,
+    # so an unexpected error is a problem document too; its detail names no exception or
+    # internals (the traceback goes to the log only). The middleware then re-raises, so
+    # uvicorn also logs it.
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error answering %s %s", request.method, request.url.path, exc_info=exc)
+        return problem_response(
+            request, 500, "Internal Server Error", "the server failed to answer this request"
+        )

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Query, Request, Response
+from pydantic import AwareDatetime
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
@@ -22,6 +22,8 @@ from csms.api.schemas import (
 )
 from csms.tables import Charger, ChargerState, ConnectorState, MessageLogEntry, StatusInterval
 from services.api_auth import AdminOrDispatcher, AnyRole
+from services.api_params import Offset
+from services.api_params import cursor as parse_cursor
 from services.bus.tables import OutboxEvent
 from services.committer import GroupCommitter
 from services.db import Database, utcnow
@@ -151,7 +153,7 @@ async def list_chargers(
     _: AnyRole,
     site: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> list[ChargerOut]:
     db = _db(request)
     query = select(Charger).order_by(Charger.id).limit(limit).offset(offset)
@@ -254,10 +256,9 @@ async def charger_messages(
         .order_by(MessageLogEntry.id.desc())
         .limit(limit + 1)
     )
-    if cursor is not None:
-        if not cursor.isdigit():
-            raise Problem(422, "Request validation failed", "cursor must be a next_cursor value")
-        query = query.where(MessageLogEntry.id < int(cursor))
+    before = parse_cursor(cursor)
+    if before is not None:
+        query = query.where(MessageLogEntry.id < before)
     if action is not None:
         query = query.where(MessageLogEntry.action == action)
     async with db.session() as session:
@@ -299,8 +300,8 @@ async def status_history(
     _: AnyRole,
     kind: Annotated[str | None, Query(pattern="^(connector|connectivity)$")] = None,
     connector: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: AwareDatetime | None = None,
+    until: AwareDatetime | None = None,
 ) -> list[IntervalOut]:
     """Status intervals, oldest first. Per (kind, connector) they neither overlap nor leave
     gaps: each lasts until the next begins; the current one has ``ended_at`` null."""
@@ -364,10 +365,9 @@ async def charger_events(
     )
     if type is not None:
         query = query.where(OutboxEvent.type == type)
-    if cursor is not None:
-        if not cursor.isdigit():
-            raise Problem(422, "Request validation failed", "cursor must be a next_cursor value")
-        query = query.where(OutboxEvent.seq < int(cursor))
+    before = parse_cursor(cursor)
+    if before is not None:
+        query = query.where(OutboxEvent.seq < before)
     async with db.session() as session:
         rows = list((await session.execute(query)).scalars())
     more = len(rows) > limit

@@ -24,6 +24,8 @@ from sqlalchemy import select
 from csms.api.schemas import Page
 from csms.tables import Charger
 from services.api_auth import AnyRole, CurrentPrincipal, Principal
+from services.api_params import INT64_MAX
+from services.api_params import cursor as parse_cursor
 from services.commands.access import deny_all, may_send
 from services.commands.contracts import (
     PARAMS,
@@ -73,7 +75,9 @@ async def _authorized_sender(
 
 
 Sender = Annotated[Principal, Depends(_authorized_sender)]
-OrderId = Annotated[int | None, Query(ge=1, description="the work order this command serves")]
+OrderId = Annotated[
+    int | None, Query(ge=1, le=INT64_MAX, description="the work order this command serves")
+]
 ForbidDuringTransaction = Annotated[
     bool, Query(description="refuse (409) if a transaction is running on the charger")
 ]
@@ -92,14 +96,6 @@ async def _require_charger(db: Database, charger_id: str) -> None:
         ).scalar_one_or_none()
     if found is None:
         raise Problem(404, "Not Found", f"no charger {charger_id!r}")
-
-
-def _cursor(cursor: str | None) -> int | None:
-    if cursor is None:
-        return None
-    if not cursor.isdigit():
-        raise Problem(422, "Request validation failed", "cursor must be a next_cursor value")
-    return int(cursor)
 
 
 async def _send(
@@ -186,7 +182,7 @@ async def charger_commands(
     db = _db(request)
     await _require_charger(db, charger_id)
     items, more = await list_commands(
-        db, charger_id=charger_id, name=name, limit=limit, before=_cursor(cursor)
+        db, charger_id=charger_id, name=name, limit=limit, before=parse_cursor(cursor)
     )
     return Page[CommandRecord](items=items, next_cursor=str(more) if more is not None else None)
 
@@ -195,9 +191,9 @@ async def charger_commands(
 async def commands(
     request: Request,
     _: AnyRole,
-    order_id: Annotated[int | None, Query(description="the commands that served this order")] = (
-        None
-    ),
+    order_id: Annotated[
+        int | None, Query(ge=1, le=INT64_MAX, description="the commands that served this order")
+    ] = None,
     charger_id: str | None = None,
     name: CommandName | None = None,
     limit: Limit = 100,
@@ -210,7 +206,7 @@ async def commands(
         order_id=order_id,
         name=name,
         limit=limit,
-        before=_cursor(cursor),
+        before=parse_cursor(cursor),
     )
     return Page[CommandRecord](items=items, next_cursor=str(more) if more is not None else None)
 

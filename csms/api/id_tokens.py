@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from csms.api.schemas import IdTokenCreate, IdTokenOut, IdTokenUpdate
 from csms.tables import IdToken
 from services.api_auth import AdminOrDispatcher, AnyRole
+from services.api_params import Offset
 from services.db import Database, utcnow
 from services.problems import Problem
 
@@ -55,7 +56,7 @@ async def list_id_tokens(
     _: AnyRole,
     status: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> list[IdTokenOut]:
     query = select(IdToken).order_by(IdToken.token).limit(limit).offset(offset)
     if status is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from csms.identity import CHARGE_POINT_ID
 
@@ -134,7 +134,7 @@ class IdTokenCreate(BaseModel):
     token: str = Field(min_length=1, max_length=36)
     type: IdTokenType = "ISO14443"
     status: IdTokenStatus = "Accepted"
-    expires_at: datetime | None = None
+    expires_at: AwareDatetime | None = None
     group_id: str | None = Field(default=None, max_length=36)
 
 
@@ -143,7 +143,7 @@ class IdTokenUpdate(BaseModel):
 
     type: IdTokenType | None = None
     status: IdTokenStatus | None = None
-    expires_at: datetime | None = None
+    expires_at: AwareDatetime | None = None
     group_id: str | None = Field(default=None, max_length=36)
 
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from services.api_auth import AnyRole
+from services.api_params import Offset
 from services.db import Database
 from ticketing.tables import FaultReport
 
@@ -39,7 +40,7 @@ async def list_faults(
     charger_id: str | None = None,
     kind: Annotated[str | None, Query(pattern="^(raised|cleared)$")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> list[FaultReportOut]:
     """Faults raised and cleared, newest first."""
     db: Database = request.app.state.db

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, model_validator
 
 from services.api_auth import AdminOrDispatcher, AnyRole
+from services.api_params import Offset
 from ticketing import sites
 from ticketing.api import app_state
 from ticketing.api.patches import refuse_nulls
@@ -99,7 +100,7 @@ async def list_sites(
     _: AnyRole,
     region: Annotated[str | None, Query(pattern=SLUG_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> list[SiteOut]:
     """Sites by id (charger ids: GET /sites/{id})."""
     records = await app_state.read(

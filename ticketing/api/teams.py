@@ -7,10 +7,11 @@ from datetime import datetime
 from functools import partial
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, StringConstraints, model_validator
 
 from services.api_auth import AdminOrDispatcher, AnyRole
+from services.api_params import SmallId
 from ticketing.api import app_state
 from ticketing.api.patches import refuse_nulls
 from ticketing.dispatch import people
@@ -20,7 +21,7 @@ router = APIRouter(prefix="/teams", tags=["dispatch"])
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 Contact = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
 ContractType = Literal["own", "vendor", "partner"]
-TeamId = Annotated[int, Path(ge=1)]
+TeamId = SmallId
 
 
 class TeamIn(BaseModel):

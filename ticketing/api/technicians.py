@@ -11,7 +11,7 @@ from datetime import datetime
 from functools import partial
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from services.api_auth import AdminOrDispatcher, AnyRole
+from services.api_params import INT32_MAX, Offset, SmallId
 from ticketing.api import app_state
 from ticketing.api.patches import refuse_nulls
 from ticketing.dispatch import people
@@ -36,8 +37,8 @@ Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max
 Contact = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
 UserName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$")]
 MaxConcurrent = Annotated[int, Field(ge=1, le=100)]
-TeamId = Annotated[int, Field(ge=1)]
-TechnicianId = Annotated[int, Path(ge=1)]
+TeamId = Annotated[int, Field(ge=1, le=INT32_MAX)]
+TechnicianId = SmallId
 MAX_LIST = 100
 NOT_NULL = ("name", "skills", "regions", "sites", "on_duty", "max_concurrent")
 
@@ -110,10 +111,10 @@ async def list_technicians(
     request: Request,
     _: AnyRole,
     on_duty: bool | None = None,
-    team_id: Annotated[int | None, Query(ge=1)] = None,
+    team_id: Annotated[int | None, Query(ge=1, le=INT32_MAX)] = None,
     skill: Annotated[str | None, Query(pattern=SLUG_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> list[TechnicianOut]:
     """Technicians by id, filtered by duty, team and skill."""
     records = await app_state.read(

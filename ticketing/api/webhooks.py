@@ -11,11 +11,12 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import select
 
 from services.api_auth import Principal, require_role
+from services.api_params import BigId, SmallId
 from services.db import Database
 from ticketing.api import app_state
 from ticketing.tx import NotFound
@@ -26,8 +27,8 @@ router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 
 Admin = Annotated[Principal, require_role("admin")]
 Staff = Annotated[Principal, require_role("admin", "dispatcher")]
-WebhookId = Annotated[int, Path(ge=1)]
-DeliveryId = Annotated[int, Path(ge=1)]
+WebhookId = SmallId
+DeliveryId = BigId
 DeliveryState = Literal["pending", "delivered", "failed"]
 
 MAX_URL = 2000

@@ -15,6 +15,8 @@ from sqlalchemy import Select, and_, exists, func, select
 from sqlalchemy.engine import Connection
 
 from services.api_auth import AdminOrDispatcher, AnyRole, Principal
+from services.api_params import INT32_MAX, Offset
+from services.api_params import BigId as OrderId
 from services.problems import Problem
 from ticketing import tx
 from ticketing.api import app_state
@@ -146,7 +148,7 @@ class TransitionIn(BaseModel):
     note: str | None = Field(default=None, max_length=10_000)
     reason: str | None = Field(default=None, max_length=2000)
     resolution: Literal[transitions.RESOLUTIONS] | None = None  # type: ignore[valid-type]
-    technician_id: int | None = Field(default=None, ge=1)
+    technician_id: int | None = Field(default=None, ge=1, le=INT32_MAX)
 
 
 class CommentIn(BaseModel):
@@ -158,7 +160,7 @@ class CommentIn(BaseModel):
 class AssignIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    technician_id: int = Field(ge=1)
+    technician_id: int = Field(ge=1, le=INT32_MAX)
     note: str | None = Field(default=None, max_length=2000)
 
 
@@ -171,7 +173,7 @@ class DeclineIn(BaseModel):
 class EscalateIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    team_id: int = Field(ge=1)
+    team_id: int = Field(ge=1, le=INT32_MAX)
     reason: str = Field(min_length=1, max_length=2000)
 
 
@@ -251,7 +253,7 @@ async def list_work_orders(
     priority: Annotated[list[str] | None, Query()] = None,
     charger_id: str | None = None,
     site_id: str | None = None,
-    assignee_id: int | None = None,
+    assignee_id: Annotated[int | None, Query(ge=1, le=INT32_MAX)] = None,
     source: str | None = None,
     category: str | None = None,
     sla_state: Annotated[
@@ -260,7 +262,7 @@ async def list_work_orders(
     open_only: bool = False,
     sort: Sort = "-created_at",
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> WorkOrderPage:
     """Work orders, filtered, sorted and paged (``total`` counts all matches)."""
     for value, allowed, name in (
@@ -365,7 +367,9 @@ async def create_work_order(
 
 
 @router.get("/{order_id}", response_model=WorkOrderDetail)
-async def get_work_order(request: Request, order_id: int, principal: AnyRole) -> WorkOrderDetail:
+async def get_work_order(
+    request: Request, order_id: OrderId, principal: AnyRole
+) -> WorkOrderDetail:
     """One order with its SLA targets and its whole timeline."""
     now = app_state.now(request)
 
@@ -377,7 +381,7 @@ async def get_work_order(request: Request, order_id: int, principal: AnyRole) ->
 
 
 @router.get("/{order_id}/transitions", response_model=LegalOut)
-async def legal_transitions(request: Request, order_id: int, principal: AnyRole) -> LegalOut:
+async def legal_transitions(request: Request, order_id: OrderId, principal: AnyRole) -> LegalOut:
     """The states this order may move to now."""
 
     def read(conn: Connection) -> LegalOut:
@@ -393,7 +397,7 @@ async def legal_transitions(request: Request, order_id: int, principal: AnyRole)
 
 @router.post("/{order_id}/transitions", response_model=WorkOrderDetail)
 async def transition(
-    request: Request, order_id: int, body: TransitionIn, principal: AnyRole
+    request: Request, order_id: OrderId, body: TransitionIn, principal: AnyRole
 ) -> WorkOrderDetail:
     """Move the order; 409 with ``legal_transitions`` when the move is not allowed."""
     _may_change(principal, body.to)
@@ -414,7 +418,7 @@ async def transition(
 
 
 @router.get("/{order_id}/comments", response_model=list[EntryOut])
-async def list_comments(request: Request, order_id: int, principal: AnyRole) -> list[EntryOut]:
+async def list_comments(request: Request, order_id: OrderId, principal: AnyRole) -> list[EntryOut]:
     def read(conn: Connection) -> list[EntryOut]:
         _visible(conn, principal, store.load(conn, order_id, lock=False), order_id)
         return [
@@ -428,7 +432,7 @@ async def list_comments(request: Request, order_id: int, principal: AnyRole) -> 
 
 @router.post("/{order_id}/comments", response_model=WorkOrderDetail, status_code=201)
 async def add_comment(
-    request: Request, order_id: int, body: CommentIn, principal: AnyRole
+    request: Request, order_id: OrderId, body: CommentIn, principal: AnyRole
 ) -> WorkOrderDetail:
     _may_change(principal, None)
 
@@ -440,7 +444,7 @@ async def add_comment(
 
 @router.post("/{order_id}/assign", response_model=WorkOrderDetail)
 async def assign(
-    request: Request, order_id: int, body: AssignIn, principal: AdminOrDispatcher
+    request: Request, order_id: OrderId, body: AssignIn, principal: AdminOrDispatcher
 ) -> WorkOrderDetail:
     def fn(conn: Connection, ctx: OpContext, order: store.Order) -> store.Order:
         return dispatching.assign(conn, ctx, order, body.technician_id, body.note)
@@ -450,7 +454,7 @@ async def assign(
 
 @router.post("/{order_id}/decline", response_model=WorkOrderDetail)
 async def decline(
-    request: Request, order_id: int, body: DeclineIn, principal: AnyRole
+    request: Request, order_id: OrderId, body: DeclineIn, principal: AnyRole
 ) -> WorkOrderDetail:
     """The assignee (or a dispatcher for them) declines; the next candidate gets it."""
     _may_change(principal, None)
@@ -463,7 +467,7 @@ async def decline(
 
 @router.post("/{order_id}/escalate", response_model=WorkOrderDetail)
 async def escalate(
-    request: Request, order_id: int, body: EscalateIn, principal: AdminOrDispatcher
+    request: Request, order_id: OrderId, body: EscalateIn, principal: AdminOrDispatcher
 ) -> WorkOrderDetail:
     """Hand the order to a vendor or partner team, with a reason."""
 
