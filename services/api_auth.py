@@ -412,7 +412,8 @@ async def authenticate(db: Database, token: str) -> Principal:
 
 def _unauthorized(detail: str, reason: str) -> Problem:
     metrics.HTTP_AUTH_FAILURES.labels(reason).inc()
-    return Problem(401, "Unauthorized", detail)
+    # RFC 9110 11.6.1: a 401 names the scheme that would be accepted
+    return Problem(401, "Unauthorized", detail, headers={"WWW-Authenticate": "Bearer"})
 
 
 async def current_principal(request: Request) -> Principal:

@@ -25,6 +25,7 @@ class Problem(Exception):
         detail: str = "",
         *,
         type_: str = "about:blank",
+        headers: dict[str, str] | None = None,
         **extra: Any,
     ) -> None:
         super().__init__(detail or title)
@@ -32,6 +33,7 @@ class Problem(Exception):
         self.title = title
         self.detail = detail
         self.type = type_
+        self.headers = headers
         self.extra = extra
 
 
@@ -59,7 +61,9 @@ def problem_response(
 def install(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
-        return problem_response(request, exc.status, exc.title, exc.detail, exc.type, **exc.extra)
+        return problem_response(
+            request, exc.status, exc.title, exc.detail, exc.type, exc.headers, **exc.extra
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -65,6 +65,7 @@ async def add_charger(running: Running, token: str, charger_id: str) -> httpx.Re
 def assert_unauthorized(r: httpx.Response) -> None:
     assert r.status_code == 401, r.text
     assert r.headers["content-type"].startswith(PROBLEM)
+    assert r.headers["www-authenticate"] == "Bearer"  # RFC 9110 11.6.1
 
 
 # ------------------------------------------------------------------ HTTP API
