@@ -27,6 +27,8 @@ from datetime import datetime
 from typing import Annotated, Literal, get_args
 
 from fastapi import Depends, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from sqlalchemy import Integer, String, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -429,6 +431,22 @@ async def current_principal(request: Request) -> Principal:
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+def _needs_principal(dependant: Dependant) -> bool:
+    return any(d.call is current_principal or _needs_principal(d) for d in dependant.dependencies)
+
+
+async def authenticate_invalid(request: Request) -> None:
+    """The 401 of a route needing a token, for a request whose input failed validation.
+
+    Decision: FastAPI parses a JSON body before it resolves dependencies, so a malformed
+    body from an anonymous caller was a 422 that told it about the route. The problem
+    handler for validation errors calls this first (``services.problems.install``); on a
+    valid token the usual 422 follows and the route's role checks are unchanged."""
+    route = request.scope.get("route")
+    if isinstance(route, APIRoute) and _needs_principal(route.dependant):
+        await current_principal(request)
 
 
 def require_role(*roles: str) -> object:

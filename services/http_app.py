@@ -8,6 +8,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services import users_api
+from services.api_auth import authenticate_invalid
 from services.bus import Bus
 from services.clock import Clock
 from services.commands.access import deny_all
@@ -46,7 +47,7 @@ def create_app(
     app.state.clock = clock
     app.state.settings = settings
     set_command_authorizer(app, command_authorizer or deny_all)
-    install_problems(app)
+    install_problems(app, authenticate=authenticate_invalid)
     if api:  # a csms node serves only /healthz, /readyz and /metrics
         app.include_router(users_api.router)
     for router in routers:

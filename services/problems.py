@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -58,23 +59,47 @@ def problem_response(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
-def install(app: FastAPI) -> None:
+def _answer(request: Request, exc: Problem) -> JSONResponse:
+    return problem_response(
+        request, exc.status, exc.title, exc.detail, exc.type, exc.headers, **exc.extra
+    )
+
+
+def _invalid_detail(errors: list[Any]) -> str:
+    for e in errors:
+        if e.get("type") == "json_invalid":  # FastAPI's loc is ("body", character offset)
+            loc = tuple(e.get("loc", ()))
+            position = loc[-1] if len(loc) > 1 else "?"
+            reason = (e.get("ctx") or {}).get("error", "JSON decode error")
+            return f"the request body is not valid JSON ({reason} at position {position})"
+    fields = (".".join(str(p) for p in e.get("loc", ())) for e in errors)
+    return "invalid fields: " + ", ".join(fields)
+
+
+def install(
+    app: FastAPI, *, authenticate: Callable[[Request], Awaitable[object]] | None = None
+) -> None:
+    """Answer every error with a problem document. ``authenticate`` raises the route's 401
+    (a ``Problem``) for a request whose input failed validation before its dependencies
+    ran: FastAPI parses the body first, so without it a bad body would be a 422 to anyone."""
+
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
-        return problem_response(
-            request, exc.status, exc.title, exc.detail, exc.type, exc.headers, **exc.extra
-        )
+        return _answer(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if authenticate is not None:
+            try:
+                await authenticate(request)
+            except Problem as refused:
+                return _answer(request, refused)
         errors = [
             {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
             for e in exc.errors()
         ]
-        fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in errors)
-        return problem_response(
-            request, 422, "Request validation failed", f"invalid fields: {fields}", errors=errors
-        )
+        detail = _invalid_detail(list(exc.errors()))
+        return problem_response(request, 422, "Request validation failed", detail, errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

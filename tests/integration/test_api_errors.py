@@ -93,3 +93,31 @@ async def test_unexpected_error_is_a_500_problem_without_internals(
     assert "secret" not in r.text and "RuntimeError" not in r.text
     [record] = [rec for rec in caplog.records if rec.name == "services.problems"]
     assert record.exc_info is not None and "secret internal state" in str(record.exc_info[1])
+
+
+# ------------------------------------------------------------------ authentication first
+MALFORMED = b'{"id": "CP-X", '
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer co_not-a-token", "Basic eDp5"])
+async def test_malformed_body_without_valid_token_is_401(
+    running: Running, authorization: str | None
+) -> None:
+    headers = {"content-type": "application/json"}
+    if authorization is not None:
+        headers["authorization"] = authorization
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=running.system.app), base_url="http://chargeops.test"
+    ) as anonymous:
+        r = await anonymous.post("/api/v1/chargers", content=MALFORMED, headers=headers)
+        assert_problem(r, 401)
+        assert r.headers["www-authenticate"] == "Bearer"
+
+
+async def test_malformed_json_body_is_422_saying_so(running: Running) -> None:
+    r = await running.api.post(
+        "/api/v1/chargers", content=MALFORMED, headers={"content-type": "application/json"}
+    )
+    body = assert_problem(r, 422)
+    assert body["detail"].startswith("the request body is not valid JSON"), body
+    assert f"position {len(MALFORMED)}" in body["detail"]
