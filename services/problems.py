@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -76,6 +77,28 @@ def _invalid_detail(errors: list[Any]) -> str:
     return "invalid fields: " + ", ".join(fields)
 
 
+#: the methods a 405's Allow may list
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _allowed(request: Request) -> str:
+    """Every method some route accepts on this path (Starlette names only the first
+    matching route's: POST for /api/v1/chargers though GET is there too).
+
+    Decision: ask each top-level route whether it fully matches the request under each
+    method (``BaseRoute.matches``) rather than walking routes by type: included routers
+    are their own route objects in newer FastAPI."""
+    routes = request.app.router.routes
+    allowed = [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    ]
+    return ", ".join(allowed)
+
+
 def install(
     app: FastAPI, *, authenticate: Callable[[Request], Awaitable[object]] | None = None
 ) -> None:
@@ -111,6 +134,8 @@ def install(
             409: "Conflict",
         }.get(exc.status_code, "HTTP error")
         headers = dict(exc.headers) if exc.headers else None
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": _allowed(request)}
         return problem_response(request, exc.status_code, title, str(exc.detail), headers=headers)
 
     # Decision: Starlette's ServerErrorMiddleware calls the handler registered for Exception,

@@ -121,3 +121,20 @@ async def test_malformed_json_body_is_422_saying_so(running: Running) -> None:
     body = assert_problem(r, 422)
     assert body["detail"].startswith("the request body is not valid JSON"), body
     assert f"position {len(MALFORMED)}" in body["detail"]
+
+
+# ------------------------------------------------------------------ 405
+@pytest.mark.parametrize(
+    ("method", "url", "allowed"),
+    [
+        ("PUT", "/api/v1/chargers", {"GET", "POST"}),
+        ("POST", f"/api/v1/chargers/{CP}", {"GET", "PATCH", "DELETE"}),
+        ("DELETE", "/api/v1/work-orders/1/comments", {"GET", "POST"}),
+    ],
+)
+async def test_405_allow_lists_every_method_of_the_path(
+    running: Running, method: str, url: str, allowed: set[str]
+) -> None:
+    r = await running.api.request(method, url)
+    assert_problem(r, 405)
+    assert {m.strip() for m in r.headers["allow"].split(",")} == allowed
