@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import select
 
 from csms.context import CsmsContext
-from csms.tables import IdToken
+from csms.tables import IdToken, same_id_token
 from services.db import table_of
 
 ID_TOKENS = table_of(IdToken)
@@ -25,7 +25,8 @@ async def authorize(ctx: CsmsContext, token: str | None) -> TokenVerdict:
     if token is None:
         return TokenVerdict("Invalid")
     async with ctx.db.engine.connect() as conn:
-        row = (await conn.execute(select(ID_TOKENS).where(ID_TOKENS.c.token == token))).first()
+        query = select(ID_TOKENS).where(same_id_token(ID_TOKENS.c.token, token))
+        row = (await conn.execute(query)).first()
     if row is None:
         return TokenVerdict("Accepted" if ctx.settings.authorize_accept_all else "Invalid")
     status = row.status

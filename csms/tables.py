@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ColumnElement,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    SQLColumnExpression,
+    String,
+    Text,
+    func,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from services.db import Base, UTCDateTime
@@ -128,6 +140,15 @@ class IdToken(Base):
     group_id: Mapped[str | None] = mapped_column(String(36))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+# OCPP's idTag (1.6) and idToken (2.0.1) are CiStrings: "abc" and "ABC" are one token
+Index("uq_id_tokens_upper_token", func.upper(IdToken.token), unique=True)
+
+
+def same_id_token(column: SQLColumnExpression[str], token: str) -> ColumnElement[bool]:
+    """``column`` holds ``token`` up to case, as the index compares them (upper in SQL)."""
+    return func.upper(column) == func.upper(token)
 
 
 class Transaction(Base):

@@ -7,9 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from csms.api.schemas import IdTokenCreate, IdTokenOut, IdTokenUpdate
-from csms.tables import IdToken
+from csms.tables import IdToken, same_id_token
 from services.api_auth import AdminOrDispatcher, AnyRole
 from services.api_params import Offset
 from services.db import Database, utcnow
@@ -33,6 +34,12 @@ def _out(t: IdToken) -> IdTokenOut:
         created_at=t.created_at,
         updated_at=t.updated_at,
     )
+
+
+async def _find(session: AsyncSession, token: str) -> IdToken | None:
+    """The id token ``token`` stands for, up to case (OCPP idTags are CiStrings)."""
+    query = select(IdToken).where(same_id_token(IdToken.token, token))
+    return (await session.execute(query)).scalar_one_or_none()
 
 
 @router.post("", status_code=201, response_model=IdTokenOut)
@@ -68,7 +75,7 @@ async def list_id_tokens(
 @router.get("/{token}", response_model=IdTokenOut)
 async def get_id_token(token: str, request: Request, _: AnyRole) -> IdTokenOut:
     async with _db(request).session() as session:
-        row = await session.get(IdToken, token)
+        row = await _find(session, token)
     if row is None:
         raise Problem(404, "Not Found", f"no id token {token!r}")
     return _out(row)
@@ -79,7 +86,7 @@ async def update_id_token(
     token: str, body: IdTokenUpdate, request: Request, _: AdminOrDispatcher
 ) -> IdTokenOut:
     async with _db(request).session() as session:
-        row = await session.get(IdToken, token)
+        row = await _find(session, token)
         if row is None:
             raise Problem(404, "Not Found", f"no id token {token!r}")
         for key, value in body.model_dump(exclude_unset=True).items():
@@ -94,7 +101,7 @@ async def update_id_token(
 @router.delete("/{token}", status_code=204)
 async def delete_id_token(token: str, request: Request, _: AdminOrDispatcher) -> Response:
     async with _db(request).session() as session:
-        row = await session.get(IdToken, token)
+        row = await _find(session, token)
         if row is None:
             raise Problem(404, "Not Found", f"no id token {token!r}")
         await session.delete(row)

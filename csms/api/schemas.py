@@ -128,10 +128,17 @@ IdTokenType = Literal[
 ]
 
 
+#: 1-36 printable ASCII characters, no whitespace and no "/" (the token is a path segment)
+ID_TOKEN_PATTERN = r"^[\x21-\x2E\x30-\x7E]{1,36}$"
+
+
 class IdTokenCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    token: str = Field(min_length=1, max_length=36)
+    token: str = Field(
+        pattern=ID_TOKEN_PATTERN,
+        description="OCPP CiString: case-insensitive, printable ASCII without spaces or '/'",
+    )
     type: IdTokenType = "ISO14443"
     status: IdTokenStatus = "Accepted"
     expires_at: AwareDatetime | None = None
