@@ -26,9 +26,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Literal, get_args
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Integer, String, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -418,7 +419,11 @@ def _unauthorized(detail: str, reason: str) -> Problem:
     return Problem(401, "Unauthorized", detail, headers={"WWW-Authenticate": "Bearer"})
 
 
-async def current_principal(request: Request) -> Principal:
+#: declares the scheme in OpenAPI (the Authorize button of /docs); the header is read below
+BEARER = HTTPBearer(auto_error=False, description="an API token: `Authorization: Bearer <token>`")
+
+
+async def _principal_of(request: Request) -> Principal:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
@@ -428,6 +433,12 @@ async def current_principal(request: Request) -> Principal:
         return await authenticate(db, token)
     except AuthFailure as exc:
         raise _unauthorized("unknown, revoked or disabled token", exc.reason) from None
+
+
+async def current_principal(
+    request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
+) -> Principal:
+    return await _principal_of(request)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
@@ -446,7 +457,7 @@ async def authenticate_invalid(request: Request) -> None:
     valid token the usual 422 follows and the route's role checks are unchanged."""
     route = request.scope.get("route")
     if isinstance(route, APIRoute) and _needs_principal(route.dependant):
-        await current_principal(request)
+        await _principal_of(request)
 
 
 def require_role(*roles: str) -> object:

@@ -17,13 +17,17 @@ from services.committer import GroupCommitter
 from services.db import Database
 from services.observability.metrics import REGISTRY
 from services.problems import install as install_problems
-from services.problems import problem_response
+from services.problems import problem_response, problem_responses
 from services.settings import Settings
 
 API_DESCRIPTION = """ChargeOps: O&M backbone of an EV charging network.
 
 Authenticate with `Authorization: Bearer <token>`. Errors are RFC 9457 problem documents
 (`application/problem+json`)."""
+
+
+#: the errors any /api/v1 route may answer, documented once for all of them
+API_PROBLEMS = problem_responses(401, 403, 404, 409, 422)
 
 
 def create_app(
@@ -49,16 +53,16 @@ def create_app(
     set_command_authorizer(app, command_authorizer or deny_all)
     install_problems(app, authenticate=authenticate_invalid)
     if api:  # a csms node serves only /healthz, /readyz and /metrics
-        app.include_router(users_api.router)
+        app.include_router(users_api.router, responses=API_PROBLEMS)
     for router in routers:
-        app.include_router(router)
+        app.include_router(router, responses=API_PROBLEMS)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:
         """Liveness: the process answers."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["operations"], response_model=None)
+    @app.get("/readyz", tags=["operations"], response_model=None, responses=problem_responses(503))
     async def readyz(request: Request) -> Response | dict[str, str]:
         """Readiness: the database and the bus answer."""
         checks: dict[str, str] = {}

@@ -9,12 +9,48 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 PROBLEM_JSON = "application/problem+json"
 
 log = logging.getLogger(__name__)
+
+
+class ProblemDetails(BaseModel):
+    """An RFC 9457 problem document, as the API answers every error (for OpenAPI)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    instance: str | None = None
+    detail: str | None = None
+
+
+_DESCRIPTIONS = {
+    401: "no valid bearer token (`WWW-Authenticate: Bearer`)",
+    403: "the token's role may not do this",
+    404: "no such resource",
+    409: "conflicts with the current state",
+    422: "invalid input (`errors` lists the fields)",
+    503: "a dependency is unavailable",
+}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for these statuses, each a problem+json document."""
+    schema = {"$ref": "#/components/schemas/ProblemDetails"}
+    return {
+        status: {
+            "model": ProblemDetails,  # registers the schema in components
+            "description": _DESCRIPTIONS.get(status, "error"),
+            "content": {PROBLEM_JSON: {"schema": schema}},
+        }
+        for status in statuses
+    }
 
 
 class Problem(Exception):
@@ -99,12 +135,35 @@ def _allowed(request: Request) -> str:
     return ", ".join(allowed)
 
 
+def _problem_json_only(app: FastAPI) -> None:
+    """Error responses documented with ``problem_responses`` are problem+json only.
+
+    Decision: their ``model`` is what registers ``ProblemDetails`` in the components, but
+    FastAPI also lists it under the route's own media type (application/json), which the
+    API never answers an error with; drop that entry from the generated document."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = generate()
+        for path in schema.get("paths", {}).values():
+            for operation in path.values():
+                for response in operation.get("responses", {}).values():
+                    content = response.get("content", {})
+                    if PROBLEM_JSON in content:
+                        content.pop("application/json", None)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install(
     app: FastAPI, *, authenticate: Callable[[Request], Awaitable[object]] | None = None
 ) -> None:
     """Answer every error with a problem document. ``authenticate`` raises the route's 401
     (a ``Problem``) for a request whose input failed validation before its dependencies
     ran: FastAPI parses the body first, so without it a bad body would be a 422 to anyone."""
+
+    _problem_json_only(app)
 
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:

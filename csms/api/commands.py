@@ -39,7 +39,7 @@ from services.commands.contracts import (
 from services.commands.history import get_command, list_commands
 from services.commands.log import send_command
 from services.db import Database
-from services.problems import Problem
+from services.problems import Problem, problem_responses
 from services.settings import Settings
 
 router = APIRouter(tags=["commands"])
@@ -54,10 +54,13 @@ FAILURES: dict[str, tuple[int, str]] = {
     "error": (502, "Charger answered with an error"),
 }
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    404: {"description": "unknown charger"},
-    409: {"description": "the charger is offline, or the command was refused"},
-    502: {"description": "the charger answered with a CALLERROR"},
-    504: {"description": "the charger did not answer in time"},
+    status: {**problem_responses(status)[status], "description": description}
+    for status, description in (
+        (404, "unknown charger"),
+        (409, "the charger is offline, or the command was refused"),
+        (502, "the charger answered with a CALLERROR"),
+        (504, "the charger did not answer in time"),
+    )
 }
 
 

@@ -138,3 +138,25 @@ async def test_405_allow_lists_every_method_of_the_path(
     r = await running.api.request(method, url)
     assert_problem(r, 405)
     assert {m.strip() for m in r.headers["allow"].split(",")} == allowed
+
+
+# ------------------------------------------------------------------ OpenAPI
+async def test_openapi_declares_bearer_scheme_and_problem_responses(running: Running) -> None:
+    spec = (await running.api.get("/openapi.json")).json()
+    schemes = spec["components"]["securitySchemes"]
+    [(name, scheme)] = schemes.items()
+    assert scheme["type"] == "http" and scheme["scheme"] == "bearer"
+    problem = {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}
+    assert "ProblemDetails" in spec["components"]["schemas"]
+    for path, method in (
+        ("/api/v1/chargers", "post"),
+        ("/api/v1/work-orders/{order_id}", "get"),
+        ("/api/v1/me", "get"),
+        ("/api/v1/chargers/{charger_id}/commands/reset", "post"),
+    ):
+        operation = spec["paths"][path][method]
+        assert operation["security"] == [{name: []}], path
+        for status in ("401", "403", "404", "409", "422"):
+            assert operation["responses"][status]["content"] == {PROBLEM: problem}, (path, status)
+    assert "security" not in spec["paths"]["/healthz"]["get"]
+    assert spec["paths"]["/readyz"]["get"]["responses"]["503"]["content"] == {PROBLEM: problem}
