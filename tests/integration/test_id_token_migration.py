@@ -1,4 +1,4 @@
-"""Migration 0008 makes id tokens unique up to case, and refuses to run over tokens that
+"""Migration 0009 makes id tokens unique up to case, and refuses to run over tokens that
 differ only in case (which one is right is the operator's call)."""
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ INSERT = (
 )
 
 
-def test_0008_refuses_case_clashes_then_enforces_uniqueness(tmp_path: Path) -> None:
+def test_0009_refuses_case_clashes_then_enforces_uniqueness(tmp_path: Path) -> None:
     path = tmp_path / "m.db"
     url = f"sqlite+aiosqlite:///{path}"
-    upgrade(url, "0007")
+    upgrade(url, "0008")
     with sqlite3.connect(path) as conn:
         conn.execute(INSERT, ("tag-a",))
         conn.execute(INSERT, ("TAG-A",))
@@ -31,6 +31,6 @@ def test_0008_refuses_case_clashes_then_enforces_uniqueness(tmp_path: Path) -> N
     upgrade(url)
     with sqlite3.connect(path) as conn, pytest.raises(sqlite3.IntegrityError):
         conn.execute(INSERT, ("Tag-A",))
-    command.downgrade(alembic_config(url), "0007")
+    command.downgrade(alembic_config(url), "0008")
     with sqlite3.connect(path) as conn:
         conn.execute(INSERT, ("Tag-A",))
