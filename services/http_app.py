@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 
 from fastapi import APIRouter, FastAPI, Request, Response
@@ -28,6 +29,8 @@ Authenticate with `Authorization: Bearer <token>`. Errors are RFC 9457 problem d
 
 #: the errors any /api/v1 route may answer, documented once for all of them
 API_PROBLEMS = problem_responses(401, 403, 404, 409, 422)
+
+log = logging.getLogger(__name__)
 
 
 def create_app(
@@ -71,7 +74,10 @@ def create_app(
                 await probe()
                 checks[name] = "ok"
             except Exception as exc:
-                checks[name] = f"{type(exc).__name__}: {exc}"
+                # Unauthenticated: the driver's message (host, database, user) goes to the
+                # log only.
+                log.warning("readiness: %s unavailable: %s: %s", name, type(exc).__name__, exc)
+                checks[name] = f"unavailable ({type(exc).__name__})"
         if all(v == "ok" for v in checks.values()):
             return {"status": "ready", **checks}
         return problem_response(

@@ -160,3 +160,18 @@ async def test_openapi_declares_bearer_scheme_and_problem_responses(running: Run
             assert operation["responses"][status]["content"] == {PROBLEM: problem}, (path, status)
     assert "security" not in spec["paths"]["/healthz"]["get"]
     assert spec["paths"]["/readyz"]["get"]["responses"]["503"]["content"] == {PROBLEM: problem}
+
+
+async def test_readyz_names_the_failing_dependency_without_its_driver_message(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def down() -> None:
+        raise OSError("connection refused: host db.internal, database chargeops_secret_name")
+
+    monkeypatch.setattr(running.system.db, "ping", down)
+    r = await running.api.get("/readyz")
+    assert r.status_code == 503
+    assert r.headers["content-type"].startswith("application/problem+json")
+    body = r.json()
+    assert body["checks"] == {"database": "unavailable (OSError)", "bus": "ok"}
+    assert "secret_name" not in r.text
