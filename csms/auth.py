@@ -33,6 +33,8 @@ from services.security import VerifiedSecretCache, hash_password
 
 SUBPROTOCOLS = ("ocpp2.0.1", "ocpp1.6")
 ADDRESS_LIMIT_FACTOR = 10
+#: handshakes in flight from one address while it has no recent failure
+ADDRESS_BURST = 1000
 CHARGERS = table_of(Charger)
 
 
@@ -53,8 +55,11 @@ class FailureLimiter:
     the window is full of failures or attempts in flight.
     """
 
-    def __init__(self, per_minute: int) -> None:
+    def __init__(self, per_minute: int, *, burst: int | None = None) -> None:
+        """``burst``: how many attempts may be in flight while the key has no failure in
+        its window (default: the limit itself)."""
         self._limit = per_minute
+        self._burst = per_minute if burst is None else burst
         self._failures: dict[str, deque[float]] = {}
         self._in_flight: dict[str, int] = {}
 
@@ -69,7 +74,7 @@ class FailureLimiter:
         """Take a slot for one attempt; False (nothing taken) when the key is blocked."""
         window = self._window(key)
         in_flight = self._in_flight.get(key, 0)
-        if len(window) + in_flight >= self._limit:
+        if len(window) + in_flight >= (self._limit if window else self._burst):
             return False
         self._in_flight[key] = in_flight + 1
         return True
@@ -132,7 +137,11 @@ class Authenticator:
         self._limiter = FailureLimiter(per_id)
         # A site's chargers often share one address (NAT, a load balancer): the per-address
         # limit is higher so that one misconfigured charger cannot lock out its neighbours.
-        self._address_limiter = FailureLimiter(per_id * ADDRESS_LIMIT_FACTOR)
+        # Decision: such a site's chargers all reconnect at once after an outage, so while
+        # the address has no recent failure up to ADDRESS_BURST handshakes may be in flight;
+        # after one, attempts in flight count against the limit. Each id stays strictly
+        # limited (one charger has one connection), which is what bounds password guesses.
+        self._address_limiter = FailureLimiter(per_id * ADDRESS_LIMIT_FACTOR, burst=ADDRESS_BURST)
 
     async def admit(
         self,
