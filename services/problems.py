@@ -176,11 +176,12 @@ def install(
                 await authenticate(request)
             except Problem as refused:
                 return _answer(request, refused)
+        raw = list(exc.errors())
         errors = [
             {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
-            for e in exc.errors()
+            for e in raw
         ]
-        detail = _invalid_detail(list(exc.errors()))
+        detail = _invalid_detail(raw)
         return problem_response(request, 422, "Request validation failed", detail, errors=errors)
 
     @app.exception_handler(StarletteHTTPException)

@@ -12,10 +12,11 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from services.api_auth import AdminOrDispatcher, AnyRole
+from services.api_params import SmallId
 from ticketing.api import app_state
 from ticketing.rules import store
 from ticketing.rules.model import (
@@ -28,7 +29,7 @@ from ticketing.rules.model import (
 
 router = APIRouter(prefix="/fault-rules", tags=["fault rules"])
 
-RuleId = Annotated[int, Path(ge=1, le=2_147_483_647)]
+RuleId = SmallId
 Text = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 from sqlalchemy.engine import Connection
 
 from services.api_auth import AnyRole, Principal, require_role
+from services.api_params import SmallId
 from ticketing.api import app_state
 from ticketing.sla.policies import PolicyRow, SlaPolicyIn, get_policy, list_policies
 from ticketing.sla.policy_store import (
@@ -28,7 +29,7 @@ from ticketing.tx import NotFound
 router = APIRouter(prefix="/sla-policies", tags=["sla"])
 
 AdminOnly = Annotated[Principal, require_role("admin")]
-PolicyId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+PolicyId = SmallId
 
 
 class SlaPolicyOut(BaseModel):
