@@ -207,10 +207,12 @@ class ServerPool:
         )
 
 
-def run_migrate(database_url: str, workdir: Path, **settings: Any) -> None:
-    """``chargeops migrate`` as a child process; raises with its output if it fails."""
-    done = subprocess.run(
-        chargeops_command("migrate"),
+def run_command(
+    command: str, database_url: str, workdir: Path, **settings: Any
+) -> subprocess.CompletedProcess[str]:
+    """``chargeops COMMAND`` as a child process to its end, its output captured."""
+    return subprocess.run(
+        chargeops_command(command),
         env=server_env(database_url, **settings),
         cwd=workdir,
         capture_output=True,
@@ -218,6 +220,11 @@ def run_migrate(database_url: str, workdir: Path, **settings: Any) -> None:
         timeout=120,
         check=False,
     )
+
+
+def run_migrate(database_url: str, workdir: Path, **settings: Any) -> None:
+    """``chargeops migrate`` as a child process; raises with its output if it fails."""
+    done = run_command("migrate", database_url, workdir, **settings)
     if done.returncode != 0:
         raise AssertionError(
             f"chargeops migrate failed ({done.returncode}):\n{done.stdout}{done.stderr}"

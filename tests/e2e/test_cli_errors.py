@@ -4,26 +4,17 @@ and no password. The real console script runs as a subprocess."""
 
 from __future__ import annotations
 
-import subprocess
 import uuid
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import PG_HOST, need_service
-from tests.process import chargeops_command, server_env
+from tests.process import run_command
 
 
 def chargeops(tmp_path: Path, command: str, database_url: str, **settings: str) -> tuple[int, str]:
-    done = subprocess.run(
-        chargeops_command(command),
-        env=server_env(database_url, **settings),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_command(command, database_url, tmp_path, **settings)
     assert done.stdout == "" or command == "serve", done.stdout
     return done.returncode, done.stdout + done.stderr
 

@@ -11,7 +11,6 @@ import contextlib
 import json
 import signal
 import sqlite3
-import subprocess
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Coroutine
@@ -32,7 +31,7 @@ from csms.tables import ChargerState, CsmsNode
 from services.bus.tables import ConsumerCursor, OutboxEvent
 from services.migrations import alembic_config
 from tests.conftest import eventually
-from tests.process import ServerPool, ServerProcess, chargeops_command, server_env
+from tests.process import ServerPool, ServerProcess, run_command
 from ticketing.tables import FaultReport
 from ticketing.work_orders.intake import CONSUMER as FAULT_INTAKE
 
@@ -429,14 +428,7 @@ def test_migrate_twice_on_a_fresh_sqlite_file(tmp_path: Path) -> None:
     path = tmp_path / "fresh" / "chargeops.db"
     url = f"sqlite+aiosqlite:///{path}"
     for _ in range(2):
-        done = subprocess.run(
-            chargeops_command("migrate"),
-            env=server_env(url),
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        done = run_command("migrate", url, tmp_path)
         assert done.returncode == 0, done.stdout + done.stderr
         assert "latest revision" in done.stdout
     head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
