@@ -235,7 +235,13 @@ class Authenticator:
             ):
                 self._fail(cp_id, remote_address, "bad_credentials")
                 raise Refusal(401, "bad_credentials", "invalid credentials", True)
-        return Identity(cp_id, profile, row.registration_status, remote_address)
+        return Identity(
+            cp_id,
+            profile,
+            row.registration_status,
+            remote_address,
+            row.password_hash if profile in (1, 2) else None,
+        )
 
     async def _commission(
         self,
@@ -256,12 +262,13 @@ class Authenticator:
         else:
             profile = 0
         now = utcnow()
+        password_hash = hash_password(credentials[1]) if credentials else None
         try:
             async with self.ctx.db.engine.begin() as conn:
                 await conn.execute(
                     CHARGERS.insert().values(
                         id=cp_id,
-                        password_hash=hash_password(credentials[1]) if credentials else None,
+                        password_hash=password_hash,
                         security_profile=profile,
                         registration_status="pending",
                         enabled=True,
@@ -272,7 +279,13 @@ class Authenticator:
         except IntegrityError:
             # Two first connections of one unknown id at once: the other one registered it.
             raise Refusal(409, "commissioning_conflict", "registered concurrently; retry") from None
-        return Identity(cp_id, profile, "pending", remote_address)
+        return Identity(
+            cp_id,
+            profile,
+            "pending",
+            remote_address,
+            password_hash if profile in (1, 2) else None,
+        )
 
     def _fail(self, cp_id: str, remote_address: str, reason: str) -> None:
         metrics.AUTH_FAILURES.labels(reason).inc()

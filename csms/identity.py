@@ -37,3 +37,6 @@ class Identity:
     security_profile: int
     registration_status: str
     remote_address: str
+    # The stored password hash the charger authenticated against (profiles 1 and 2), so that
+    # a live session can be ended when an operator changes the password.
+    password_hash: str | None = None

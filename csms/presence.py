@@ -48,8 +48,12 @@ from services.tasks import cancel_and_wait
 log = logging.getLogger(__name__)
 
 CHARGERS = table_of(Charger)
-#: seconds between looks for connected chargers an operator disabled
+#: seconds between looks for connected chargers an operator disabled or changed credentials of
 REGISTRY_CHECK_INTERVAL = 5.0
+#: registry changes are looked for back to this long before the previous look: covers the
+#: time between a change's ``updated_at`` and its commit, and clock skew between the process
+#: that served the PATCH and this one
+REGISTRY_CHANGE_MARGIN = timedelta(seconds=60)
 
 
 @dataclass
@@ -70,6 +74,8 @@ class Presence:
         self._closing: set[asyncio.Task[None]] = set()
         #: chargers whose offline mark is being committed, until it is
         self._expiring: dict[str, asyncio.Future[None]] = {}
+        #: registry changes before this (minus the margin) are reflected in sessions' identities
+        self._registry_checked = ctx.clock()
 
     @property
     def _grace(self) -> float:
@@ -229,7 +235,7 @@ class Presence:
                 await self._expire()
                 if time.monotonic() >= next_registry_check:
                     next_registry_check = time.monotonic() + REGISTRY_CHECK_INTERVAL
-                    await self._close_disabled()
+                    await self._close_revoked()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -252,30 +258,51 @@ class Presence:
         if writes:
             self.ctx.committer.submit(writes)
 
-    async def _close_disabled(self) -> None:
-        """Close the connections of chargers an operator disabled since they connected
-        (the handshake refuses them; this ends the sessions they already have). Read from
+    async def _close_revoked(self) -> None:
+        """Close the connections of chargers an operator disabled, or whose password or
+        security profile changed, since they authenticated: the handshake judges new
+        connections; this ends the sessions admitted under what no longer holds. Read from
         the database, so it works whichever process served the PATCH."""
         if not self.sessions:
             return
+        started = self.ctx.clock()
         table = state.CHARGER_STATE
         async with self.ctx.db.engine.connect() as conn:
-            disabled = (
+            rows = (
                 await conn.execute(
-                    select(table.c.charger_id)
-                    .join(CHARGERS, CHARGERS.c.id == table.c.charger_id)
+                    select(
+                        CHARGERS.c.id,
+                        CHARGERS.c.enabled,
+                        CHARGERS.c.security_profile,
+                        CHARGERS.c.password_hash,
+                    )
+                    .join(table, CHARGERS.c.id == table.c.charger_id)
                     .where(
                         table.c.node_id == self.ctx.node_id,
                         table.c.connected.is_(True),
-                        CHARGERS.c.enabled.is_(False),
+                        CHARGERS.c.enabled.is_(False)
+                        | (CHARGERS.c.updated_at > self._registry_checked - REGISTRY_CHANGE_MARGIN),
                     )
                 )
-            ).scalars()
-            for cid in disabled:
-                session = self.sessions.get(cid)
-                if session is not None and not session.silent:
-                    log.info("charger %s was disabled; closing its connection", cid)
-                    self._close_later(session, 1008, "charger disabled")
+            ).all()
+        self._registry_checked = started
+        for row in rows:
+            session = self.sessions.get(row.id)
+            if session is None or session.silent:
+                continue
+            identity = session.identity
+            if not row.enabled:
+                reason = "charger disabled"
+            elif int(row.security_profile) != identity.security_profile:
+                reason = "security profile changed"
+            elif identity.password_hash != (
+                row.password_hash if identity.security_profile in (1, 2) else None
+            ):
+                reason = "password changed"
+            else:
+                continue
+            log.info("charger %s: %s; closing its connection", row.id, reason)
+            self._close_later(session, 1008, reason)
 
     def _close_silent(self) -> None:
         cutoff = self.ctx.clock() - self._silence_limit

@@ -39,8 +39,18 @@ class ChargerCreate(BaseModel):
 class ChargerUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    password: str | None = Field(default=None, min_length=16, max_length=40)
-    security_profile: int | None = Field(default=None, ge=0, le=3)
+    password: str | None = Field(
+        default=None,
+        min_length=16,
+        max_length=40,
+        description="new HTTP Basic password; a live connection is closed (1008) within ~5 s",
+    )
+    security_profile: int | None = Field(
+        default=None,
+        ge=0,
+        le=3,
+        description="a change closes the charger's live connection (1008) within ~5 s",
+    )
     registration_status: RegistrationStatus | None = None
     site: str | None = Field(default=None, max_length=100)
     vendor: str | None = Field(default=None, max_length=100)

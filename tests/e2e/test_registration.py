@@ -115,3 +115,46 @@ async def test_disabling_a_connected_charger_closes_its_connection(running: Runn
     with pytest.raises(InvalidStatus):
         async with charge_point(running, "CP-OFF"):
             pass
+
+
+NEW_PASSWORD = "n3w-secret-password-4567"
+
+
+async def test_changing_a_connected_chargers_password_closes_its_connection(
+    running: Running,
+) -> None:
+    """The old password may be what leaked: a session it opened must not outlive it."""
+    await register(running.api, "CP-PWD")
+    await register(running.api, "CP-PWD-KEEP")
+    async with (
+        charge_point(running, "CP-PWD") as cp,
+        charge_point(running, "CP-PWD-KEEP") as keep,
+    ):
+        await cp.call(call16.Heartbeat())
+        # A change that does not touch credentials ends nothing (checked below: the
+        # password change's close comes later than this one's check would).
+        r = await running.api.patch("/api/v1/chargers/CP-PWD-KEEP", json={"notes": "moved"})
+        assert r.status_code == 200, r.text
+        r = await running.api.patch("/api/v1/chargers/CP-PWD", json={"password": NEW_PASSWORD})
+        assert r.status_code == 200, r.text
+        await asyncio.wait_for(cp.ws.wait_closed(), 60)
+        assert (cp.ws.close_code, cp.ws.close_reason) == (1008, "password changed")
+        await keep.call(call16.Heartbeat())
+        assert keep.ws.close_code is None
+    with pytest.raises(InvalidStatus):
+        async with charge_point(running, "CP-PWD"):
+            pass
+    async with charge_point(running, "CP-PWD", password=NEW_PASSWORD) as cp:
+        await cp.call(call16.Heartbeat())
+
+
+async def test_changing_a_connected_chargers_security_profile_closes_its_connection(
+    running: Running,
+) -> None:
+    await register(running.api, "CP-PROF")
+    async with charge_point(running, "CP-PROF") as cp:
+        await cp.call(call16.Heartbeat())
+        r = await running.api.patch("/api/v1/chargers/CP-PROF", json={"security_profile": 2})
+        assert r.status_code == 200, r.text
+        await asyncio.wait_for(cp.ws.wait_closed(), 60)
+        assert (cp.ws.close_code, cp.ws.close_reason) == (1008, "security profile changed")
