@@ -448,16 +448,35 @@ def _needs_principal(dependant: Dependant) -> bool:
     return any(d.call is current_principal or _needs_principal(d) for d in dependant.dependencies)
 
 
+def _required_roles(dependant: Dependant) -> list[tuple[str, ...]]:
+    """The role sets of every ``require_role`` dependency of a route (each must admit)."""
+    found: list[tuple[str, ...]] = []
+    for d in dependant.dependencies:
+        roles = getattr(d.call, "required_roles", None)
+        if roles is not None:
+            found.append(roles)
+        found.extend(_required_roles(d))
+    return found
+
+
 async def authenticate_invalid(request: Request) -> None:
     """The 401 of a route needing a token, for a request whose input failed validation.
 
     Decision: FastAPI parses a JSON body before it resolves dependencies, so a malformed
     body from an anonymous caller was a 422 that told it about the route. The problem
     handler for validation errors calls this first (``services.problems.install``); on a
-    valid token the usual 422 follows and the route's role checks are unchanged."""
+    valid token of a role the route refuses it is the route's 403 (a caller may not learn
+    what the route would accept); otherwise the usual 422 follows."""
     route = request.scope.get("route")
     if isinstance(route, APIRoute) and _needs_principal(route.dependant):
-        await _principal_of(request)
+        principal = await _principal_of(request)
+        for roles in _required_roles(route.dependant):
+            _refuse_unless(principal, roles)
+
+
+def _refuse_unless(principal: Principal, roles: tuple[str, ...]) -> None:
+    if principal.role not in roles:
+        raise Problem(403, "Forbidden", f"role {principal.role!r} may not do this")
 
 
 def require_role(*roles: str) -> object:
@@ -466,10 +485,10 @@ def require_role(*roles: str) -> object:
         _check_role(role)
 
     async def check(principal: CurrentPrincipal) -> Principal:
-        if principal.role not in roles:
-            raise Problem(403, "Forbidden", f"role {principal.role!r} may not do this")
+        _refuse_unless(principal, roles)
         return principal
 
+    check.required_roles = roles  # type: ignore[attr-defined]  # read by authenticate_invalid
     return Depends(check)
 
 

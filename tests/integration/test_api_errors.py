@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from services.api_auth import create_token
 from tests.conftest import ADMIN_TOKEN, Running, register
 
 PROBLEM = "application/problem+json"
@@ -112,6 +113,33 @@ async def test_malformed_body_without_valid_token_is_401(
         r = await anonymous.post("/api/v1/chargers", content=MALFORMED, headers=headers)
         assert_problem(r, 401)
         assert r.headers["www-authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize("role", ["technician", "viewer"])
+async def test_malformed_body_with_a_token_of_a_refused_role_is_403(
+    running: Running, role: str
+) -> None:
+    """The route's role check comes before its body's validation: the 422 would tell a
+    caller who may not use the route what it accepts."""
+    token = await create_token(running.system.db, f"{role}-user", role)
+    headers = {"content-type": "application/json", "authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=running.system.app), base_url="http://chargeops.test"
+    ) as client:
+        for body in (MALFORMED, b'{"id": 5}'):
+            r = await client.post("/api/v1/chargers", content=body, headers=headers)
+            assert_problem(r, 403)
+        if role == "viewer":  # may read orders, never change them
+            for action in ("transitions", "comments", "decline"):
+                r = await client.post(
+                    f"/api/v1/work-orders/1/{action}", content=MALFORMED, headers=headers
+                )
+                assert_problem(r, 403)
+        # a role the route admits still gets the precise 422
+        token = await create_token(running.system.db, "dispatcher-user", "dispatcher")
+        headers["authorization"] = f"Bearer {token}"
+        r = await client.post("/api/v1/chargers", content=MALFORMED, headers=headers)
+        assert_problem(r, 422)
 
 
 async def test_malformed_json_body_is_422_saying_so(running: Running) -> None:

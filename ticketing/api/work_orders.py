@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Select, and_, exists, func, select
 from sqlalchemy.engine import Connection
 
-from services.api_auth import AdminOrDispatcher, AnyRole, Principal
+from services.api_auth import AdminOrDispatcher, AnyRole, Principal, require_role
 from services.api_params import INT32_MAX, Offset
 from services.api_params import BigId as OrderId
 from services.problems import Problem
@@ -31,6 +31,9 @@ from ticketing.work_orders.states import HOLD_REASONS, STATES
 from ticketing.work_orders.timeline import WORK_ORDERS
 
 router = APIRouter(prefix="/work-orders", tags=["work orders"])
+#: who may change an order (comment, decline, move it; a technician only some moves):
+#: everyone but viewers
+Changer = Annotated[Principal, require_role("admin", "dispatcher", "technician")]
 
 #: What a technician may do to an order assigned to them (cancel, close, reassign: no).
 TECHNICIAN_MOVES = frozenset({"accepted", "en_route", "on_site", "on_hold", "resolved", "verified"})
@@ -397,10 +400,10 @@ async def legal_transitions(request: Request, order_id: OrderId, principal: AnyR
 
 @router.post("/{order_id}/transitions", response_model=WorkOrderDetail)
 async def transition(
-    request: Request, order_id: OrderId, body: TransitionIn, principal: AnyRole
+    request: Request, order_id: OrderId, body: TransitionIn, principal: Changer
 ) -> WorkOrderDetail:
     """Move the order; 409 with ``legal_transitions`` when the move is not allowed."""
-    _may_change(principal, body.to)
+    _may_move(principal, body.to)
 
     def fn(conn: Connection, ctx: OpContext, order: store.Order) -> store.Order:
         return transitions.transition(
@@ -432,10 +435,8 @@ async def list_comments(request: Request, order_id: OrderId, principal: AnyRole)
 
 @router.post("/{order_id}/comments", response_model=WorkOrderDetail, status_code=201)
 async def add_comment(
-    request: Request, order_id: OrderId, body: CommentIn, principal: AnyRole
+    request: Request, order_id: OrderId, body: CommentIn, principal: Changer
 ) -> WorkOrderDetail:
-    _may_change(principal, None)
-
     def fn(conn: Connection, ctx: OpContext, order: store.Order) -> store.Order:
         return store.change(conn, ctx, order, kind="comment", note=body.text)
 
@@ -454,10 +455,9 @@ async def assign(
 
 @router.post("/{order_id}/decline", response_model=WorkOrderDetail)
 async def decline(
-    request: Request, order_id: OrderId, body: DeclineIn, principal: AnyRole
+    request: Request, order_id: OrderId, body: DeclineIn, principal: Changer
 ) -> WorkOrderDetail:
     """The assignee (or a dispatcher for them) declines; the next candidate gets it."""
-    _may_change(principal, None)
 
     def fn(conn: Connection, ctx: OpContext, order: store.Order) -> store.Order:
         return dispatching.decline(conn, ctx, order, body.note)
@@ -477,8 +477,6 @@ async def escalate(
     return await _act(request, principal, order_id, fn)
 
 
-def _may_change(principal: Principal, target: str | None) -> None:
-    if principal.role == "viewer":
-        raise Problem(403, "Forbidden", "role 'viewer' may not change work orders")
-    if principal.role == "technician" and target is not None and target not in TECHNICIAN_MOVES:
+def _may_move(principal: Principal, target: str) -> None:
+    if principal.role == "technician" and target not in TECHNICIAN_MOVES:
         raise Problem(403, "Forbidden", f"a technician may not move an order to {target!r}")
