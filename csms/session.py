@@ -608,10 +608,14 @@ class OcppSession:
         )
 
     def security_event(self, event_type: str, timestamp: str, tech_info: str | None) -> None:
+        """A retry (new message id, same content) keeps its event id; two events of one type
+        in one charger-clock second differ by their techInfo and are two events."""
         rx = self.incoming
         self.emit(
             SecurityEventReported(
-                event_id=stable_event_id(self.charger_id, "security", event_type, timestamp),
+                event_id=stable_event_id(
+                    self.charger_id, "security", event_type, timestamp, tech_info or ""
+                ),
                 charger_id=self.charger_id,
                 received_at=rx.received_at,
                 charger_time=parse_timestamp(timestamp),
