@@ -563,11 +563,16 @@ class OcppSession:
     def store_meter_value(
         self, connector_key: str, transaction_id: str | None, sample: dict[str, Any]
     ) -> str:
-        """Store one meter-value sample, de-duplicated on its content; returns its key."""
+        """Store one meter-value sample, de-duplicated on its content; returns its key.
+
+        The content is the sampled values too, not only the timestamp: chargers send
+        several MeterValues with one timestamp (a message per measurand), and a sample
+        sent again (a retry, or 1.6 transactionData repeating a MeterValues) is one."""
         rx = self.incoming
         ts = sample.get("timestamp")
+        values = orjson.dumps(sample.get("sampled_value", []), option=orjson.OPT_SORT_KEYS)
         key = hashlib.sha256(
-            f"{self.charger_id}|{connector_key}|{ts}|{transaction_id}".encode()
+            f"{self.charger_id}|{connector_key}|{ts}|{transaction_id}|".encode() + values
         ).hexdigest()
         state.meter_values(
             rx.writes,

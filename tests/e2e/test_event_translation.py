@@ -24,3 +24,22 @@ async def test_security_events_in_one_second_differ_by_tech_info(running: Runnin
             )
     reported = await charger_events(running, cid, "SecurityEventReported")
     assert [e["payload"]["tech_info"] for e in reported] == ["frame 1 invalid", "frame 2 invalid"]
+
+
+async def test_meter_values_with_one_timestamp_and_other_values_are_kept(running: Running) -> None:
+    """Chargers that send a MeterValues per measurand give them one timestamp: each is an
+    event and a stored sample; the retry of one (same content) is neither."""
+    cid = "CS-METER-SAMETS"
+    await register(running.api, cid)
+    ts = "2026-11-28T01:20:00Z"
+    energy = {"timestamp": ts, "sampled_value": [{"value": 10.0}]}
+    power = {
+        "timestamp": ts,
+        "sampled_value": [{"value": 7000.0, "measurand": "Power.Active.Import"}],
+    }
+    async with charge_point(running, cid, "2.0.1") as cp:
+        await cp.call(call.MeterValues(evse_id=1, meter_value=[energy]))
+        await cp.call(call.MeterValues(evse_id=1, meter_value=[power]))
+        await cp.call(call.MeterValues(evse_id=1, meter_value=[power]))  # a retry
+    received = await charger_events(running, cid, "MeterValuesReceived")
+    assert [e["payload"]["samples"] for e in received] == [[energy], [power]]
