@@ -16,6 +16,7 @@ STATUS = {
 }
 
 TRUE_VALUES = frozenset({"true", "1", "yes", "on"})
+FALSE_VALUES = frozenset({"false", "0", "no", "off"})
 
 
 def normalize_status(status: str) -> NormalizedStatus:
@@ -42,7 +43,10 @@ def problem_report(event: dict[str, Any]) -> ProblemReport | None:
 
     A problem is variable ``Problem`` (as ChargeX reports: trigger Alerting, techCode
     CXnnn on component Connector or EVSE) or any Alerting event carrying a techCode.
-    ``cleared: true`` or a false ``actualValue`` clears it.
+    ``cleared: true`` or a false ``actualValue`` (false, 0, no, off) of ``Problem`` clears
+    it. Decision: an empty (or other) ``actualValue`` of ``Problem`` raises when the entry
+    says ``cleared: false`` or carries a techCode (ChargeX's own examples report a fault
+    with ``actualValue: ""``), and clears otherwise.
     """
     component = event.get("component", {})
     variable = event.get("variable", {})
@@ -54,9 +58,15 @@ def problem_report(event: dict[str, Any]) -> ProblemReport | None:
         return None
     evse = component.get("evse") or {}
     actual = str(event.get("actual_value", "")).strip().lower()
-    cleared = bool(event.get("cleared")) or (
-        variable.get("name") == "Problem" and actual not in TRUE_VALUES
-    )
+    flag = event.get("cleared")
+    if flag is True:
+        cleared = True
+    elif variable.get("name") != "Problem" or actual in TRUE_VALUES:
+        cleared = False
+    elif actual in FALSE_VALUES:
+        cleared = True
+    else:
+        cleared = flag is None and tech_code is None
     return ProblemReport(
         connector=ConnectorRef(evse_id=evse.get("id", 0), connector_id=evse.get("connector_id")),
         raised=not cleared,

@@ -8,7 +8,39 @@ from typing import Any
 
 from ocpp.v201 import call
 
-from tests.conftest import Running, charge_point, charger_events, register
+from tests.conftest import Running, charge_point, charger_events, eventually, register
+
+CHARGEX = "https://chargex.inl.gov"
+
+
+def _problem(
+    event_id: int, timestamp: str, *, evse: dict[str, Any] | None = None, **fields: Any
+) -> dict[str, Any]:
+    """A NotifyEvent entry on variable Problem of connector 1/1 (snake_case keys)."""
+    entry: dict[str, Any] = {
+        "event_id": event_id,
+        "timestamp": timestamp,
+        "trigger": "Alerting",
+        "actual_value": "true",
+        "event_notification_type": "HardWiredNotification",
+        "component": {"name": "Connector", "evse": evse or {"id": 1, "connector_id": 1}},
+        "variable": {"name": "Problem"},
+    }
+    entry.update(fields)
+    return entry
+
+
+def _notify(*entries: dict[str, Any], seq_no: int = 0, tbc: bool = False) -> call.NotifyEvent:
+    return call.NotifyEvent(
+        generated_at=entries[0]["timestamp"], seq_no=seq_no, tbc=tbc, event_data=list(entries)
+    )
+
+
+async def _orders(running: Running, charger_id: str) -> list[dict[str, Any]]:
+    r = await running.api.get("/api/v1/work-orders", params={"charger_id": charger_id})
+    assert r.status_code == 200, r.text
+    items: list[dict[str, Any]] = r.json()["items"]
+    return items
 
 
 async def test_security_events_in_one_second_differ_by_tech_info(running: Running) -> None:
@@ -43,3 +75,35 @@ async def test_meter_values_with_one_timestamp_and_other_values_are_kept(running
         await cp.call(call.MeterValues(evse_id=1, meter_value=[power]))  # a retry
     received = await charger_events(running, cid, "MeterValuesReceived")
     assert [e["payload"]["samples"] for e in received] == [[energy], [power]]
+
+
+async def test_a_chargex_problem_with_an_empty_actual_value_is_raised(running: Running) -> None:
+    """ChargeX's example report (actualValue "", cleared false, techCode CXnnn) is a fault:
+    it was taken for a clearing, so a ChargeX station's faults never opened an order."""
+    cid = "CS-CHARGEX-EMPTY"
+    await register(running.api, cid)
+    entry = _problem(
+        1,
+        "2026-11-28T01:00:00Z",
+        actual_value="",
+        cleared=False,
+        tech_code="CX017",
+        tech_info="contactor welded",
+        component={"name": "Connector", "instance": "Main", "evse": {"id": 1, "connector_id": 1}},
+        variable={"name": "Problem", "instance": "Main"},
+    )
+    async with charge_point(running, cid, "2.0.1") as cp:
+        await cp.call(_notify(entry))
+    [fault] = [
+        e
+        for e in await charger_events(running, cid)
+        if e["type"] in ("FaultRaised", "FaultCleared")
+    ]
+    assert fault["type"] == "FaultRaised"
+    assert (fault["payload"]["tech_code"], fault["payload"]["vendor_id"]) == ("CX017", CHARGEX)
+
+    async def opened() -> list[dict[str, Any]]:
+        return await _orders(running, cid)
+
+    [order] = await eventually(opened)
+    assert (order["connector"], order["error_code"], order["state"]) == ("1/1", "CX017", "new")

@@ -130,12 +130,39 @@ def test_v201_true_values_raise(actual: str) -> None:
     assert report.raised is True
 
 
-@pytest.mark.parametrize("actual", ["false", "0", "no", "off", ""])
+@pytest.mark.parametrize("actual", ["false", "0", "no", "off", " FALSE "])
 def test_v201_problem_false_clears(actual: str) -> None:
     report = t201.problem_report(chargex(actual_value=actual))
     assert report is not None
     assert report.raised is False
     assert report.error_code == "CX017"
+
+
+@pytest.mark.parametrize("overrides", [{}, {"cleared": False}])
+def test_v201_problem_with_an_empty_value_and_a_tech_code_raises(
+    overrides: dict[str, Any],
+) -> None:
+    """ChargeX's example reports a fault with actualValue "" (and cleared false)."""
+    report = t201.problem_report(chargex(actual_value="", **overrides))
+    assert report is not None
+    assert report.raised is True
+    assert report.error_code == "CX017"
+
+
+def test_v201_problem_with_an_empty_value_and_cleared_false_raises() -> None:
+    entry = chargex(actual_value="", cleared=False)
+    del entry["tech_code"]
+    report = t201.problem_report(entry)
+    assert report is not None
+    assert report.raised is True
+
+
+def test_v201_problem_with_an_empty_value_and_nothing_else_clears() -> None:
+    entry = chargex(actual_value="")
+    del entry["tech_code"]
+    report = t201.problem_report(entry)
+    assert report is not None
+    assert report.raised is False
 
 
 def test_v201_cleared_flag_clears_even_with_a_true_value() -> None:
@@ -147,6 +174,7 @@ def test_v201_cleared_flag_clears_even_with_a_true_value() -> None:
 def test_v201_problem_without_actual_value_is_cleared() -> None:
     entry = chargex()
     del entry["actual_value"]
+    del entry["tech_code"]
     report = t201.problem_report(entry)
     assert report is not None
     assert report.raised is False
