@@ -88,6 +88,36 @@ class ConnectorState(Base):
     fault_event_id: Mapped[str | None] = mapped_column(String(36))
 
 
+class ProblemState(Base):
+    """2.0.1 problems a station reported with NotifyEvent, by component, variable, EVSE and
+    techCode, so that a clearing that names only the component and variable (no techCode)
+    is matched to the raise it clears (``csms/problems.py``). ``cleared_by`` is the
+    FaultCleared id of the clearing that closed it (NULL while open): a retried clearing
+    finds it again and keeps its ids."""
+
+    __tablename__ = "problem_state"
+
+    charger_id: Mapped[str] = mapped_column(
+        ForeignKey("chargers.id", ondelete="CASCADE"), primary_key=True
+    )
+    problem_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    evse_id: Mapped[int | None] = mapped_column(Integer)
+    connector_id: Mapped[int | None] = mapped_column(Integer)
+    component: Mapped[str] = mapped_column(String(50))
+    component_instance: Mapped[str | None] = mapped_column(String(50))
+    variable: Mapped[str] = mapped_column(String(50))
+    variable_instance: Mapped[str | None] = mapped_column(String(50))
+    error_code: Mapped[str] = mapped_column(String(101))
+    tech_code: Mapped[str | None] = mapped_column(String(50))
+    tech_info: Mapped[str | None] = mapped_column(String(500))
+    vendor_id: Mapped[str | None] = mapped_column(String(255))
+    event_code: Mapped[int] = mapped_column(Integer)
+    raise_event_id: Mapped[str] = mapped_column(String(36))
+    charger_time: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    cleared_by: Mapped[str | None] = mapped_column(String(36))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 class StatusInterval(Base):
     """Status history, append-only: a row starts an interval that lasts until the next row
     of the same (charger, kind, connector) starts, so intervals never overlap and leave no

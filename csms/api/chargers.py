@@ -20,7 +20,14 @@ from csms.api.schemas import (
     MessageOut,
     Page,
 )
-from csms.tables import Charger, ChargerState, ConnectorState, MessageLogEntry, StatusInterval
+from csms.tables import (
+    Charger,
+    ChargerState,
+    ConnectorState,
+    MessageLogEntry,
+    ProblemState,
+    StatusInterval,
+)
 from services.api_auth import AdminOrDispatcher, AnyRole
 from services.api_params import Offset
 from services.api_params import cursor as parse_cursor
@@ -227,6 +234,7 @@ async def delete_charger(charger_id: str, request: Request, _: AdminOrDispatcher
             raise _not_found(charger_id)
         await session.execute(delete(ChargerState).where(ChargerState.charger_id == charger_id))
         await session.execute(delete(ConnectorState).where(ConnectorState.charger_id == charger_id))
+        await session.execute(delete(ProblemState).where(ProblemState.charger_id == charger_id))
         await session.commit()
     return Response(status_code=204)
 

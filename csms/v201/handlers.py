@@ -7,7 +7,7 @@ from typing import Any
 from ocpp.v201 import ChargePoint, call_result
 from ocpp.v201.enums import Action
 
-from csms import faults
+from csms import faults, problems
 from csms.authorization import authorize
 from csms.event_ids import stable_event_id
 from csms.protocol.routing import on
@@ -137,40 +137,11 @@ class V201Session(OcppSession, ChargePoint):  # type: ignore[misc]
     async def on_notify_event(
         self, generated_at: str, event_data: list[dict[str, Any]], **_: Any
     ) -> call_result.NotifyEvent:
-        rx = self.incoming
-        for entry in event_data:
-            report = problem_report(entry)
-            if report is None:
-                continue
-            event_cls = FaultRaised if report.raised else FaultCleared
-            self.emit(
-                event_cls(
-                    event_id=stable_event_id(
-                        self.charger_id,
-                        "notify-event",
-                        report.event_id,
-                        report.timestamp,
-                        report.raised,
-                    ),
-                    charger_id=self.charger_id,
-                    received_at=rx.received_at,
-                    charger_time=parse_timestamp(report.timestamp) or parse_timestamp(generated_at),
-                    connector=report.connector,
-                    source="notify_event",
-                    error_code=report.error_code,
-                    tech_code=report.tech_code,
-                    info=report.tech_info,
-                    vendor_id=faults.CHARGEX_VENDOR_ID
-                    if report.tech_code in faults.chargex_codes()
-                    else None,
-                    severity=faults.severity(
-                        faulted=report.raised, error_code=None, vendor_error_code=report.tech_code
-                    ),
-                    component=report.component,
-                    variable=report.variable,
-                    event_code=report.event_id,
-                )
-            )
+        reports = [r for r in map(problem_report, event_data) if r is not None]
+        if reports:
+            known = await problems.known_problems(self)
+            for report in reports:
+                problems.handle(self, report, generated_at, known)
         return call_result.NotifyEvent()
 
     @on(Action.security_event_notification)

@@ -36,17 +36,38 @@ class ProblemReport:
     variable: str
     event_id: int
     timestamp: str
+    component_instance: str | None = None
+    variable_instance: str | None = None
+    #: the eventId this entry names as its cause (a clearing may name the raise)
+    cause: int | None = None
+    #: a ``cleared: true`` entry that is no problem report by itself: it clears only a
+    #: problem still open on its component and variable
+    open_only: bool = False
+
+    @property
+    def location(self) -> tuple[object, ...]:
+        """Where the problem is: EVSE, connector, component and variable (with instances)."""
+        return (
+            self.connector.evse_id,
+            self.connector.connector_id,
+            self.component,
+            self.component_instance,
+            self.variable,
+            self.variable_instance,
+        )
 
 
 def problem_report(event: dict[str, Any]) -> ProblemReport | None:
-    """Read one ``eventData`` entry (snake_case keys); None if it reports no problem.
+    """Read one ``eventData`` entry (snake_case keys); None if it neither reports nor
+    clears a problem.
 
     A problem is variable ``Problem`` (as ChargeX reports: trigger Alerting, techCode
     CXnnn on component Connector or EVSE) or any Alerting event carrying a techCode.
     ``cleared: true`` or a false ``actualValue`` (false, 0, no, off) of ``Problem`` clears
-    it. Decision: an empty (or other) ``actualValue`` of ``Problem`` raises when the entry
-    says ``cleared: false`` or carries a techCode (ChargeX's own examples report a fault
-    with ``actualValue: ""``), and clears otherwise.
+    it; any other ``cleared: true`` entry may clear a problem still open on its component
+    and variable (``open_only``). Decision: an empty (or other) ``actualValue`` of
+    ``Problem`` raises when the entry says ``cleared: false`` or carries a techCode
+    (ChargeX's own examples report a fault with ``actualValue: ""``), and clears otherwise.
     """
     component = event.get("component", {})
     variable = event.get("variable", {})
@@ -54,11 +75,11 @@ def problem_report(event: dict[str, Any]) -> ProblemReport | None:
     is_problem = variable.get("name") == "Problem" or (
         event.get("trigger") == "Alerting" and tech_code is not None
     )
-    if not is_problem:
+    flag = event.get("cleared")
+    if not is_problem and flag is not True:
         return None
     evse = component.get("evse") or {}
     actual = str(event.get("actual_value", "")).strip().lower()
-    flag = event.get("cleared")
     if flag is True:
         cleared = True
     elif variable.get("name") != "Problem" or actual in TRUE_VALUES:
@@ -77,4 +98,8 @@ def problem_report(event: dict[str, Any]) -> ProblemReport | None:
         variable=str(variable.get("name")),
         event_id=int(event.get("event_id", 0)),
         timestamp=str(event.get("timestamp", "")),
+        component_instance=component.get("instance"),
+        variable_instance=variable.get("instance"),
+        cause=event.get("cause"),
+        open_only=not is_problem,
     )

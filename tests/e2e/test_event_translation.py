@@ -107,3 +107,111 @@ async def test_a_chargex_problem_with_an_empty_actual_value_is_raised(running: R
 
     [order] = await eventually(opened)
     assert (order["connector"], order["error_code"], order["state"]) == ("1/1", "CX017", "new")
+
+
+async def _faults(running: Running, cid: str) -> list[dict[str, Any]]:
+    return [
+        e
+        for e in await charger_events(running, cid)
+        if e["type"] in ("FaultRaised", "FaultCleared")
+    ]
+
+
+async def test_a_clearing_without_tech_code_clears_the_raise_of_its_component(
+    running: Running,
+) -> None:
+    """A station clears a problem on the same component/variable/EVSE without repeating the
+    techCode (a new eventId, the raise as its cause): the FaultCleared carries the raise's
+    codes and ticketing resolves the order the raise opened. It used to be an unrelated
+    'Connector.Problem' that resolved nothing. Across a reconnect; a retry is one event."""
+    cid = "CS-CLEAR-NOCODE"
+    await register(running.api, cid)
+    raise_ = _problem(1, "2026-11-28T01:00:00Z", tech_code="CX017", tech_info="contactor welded")
+    clear = _problem(2, "2026-11-28T01:05:00Z", actual_value="false", cleared=True, cause=1)
+    async with charge_point(running, cid, "2.0.1") as cp:
+        await cp.call(_notify(raise_))
+
+    async def opened() -> list[dict[str, Any]]:
+        return await _orders(running, cid)
+
+    [order] = await eventually(opened)
+    assert (order["error_code"], order["state"]) == ("CX017", "new")
+
+    async with charge_point(running, cid, "2.0.1") as cp:
+        await cp.call(_notify(clear, seq_no=1))
+        await cp.call(_notify(clear, seq_no=1))  # a retry (new message id)
+
+    faults = await _faults(running, cid)
+    assert [f["type"] for f in faults] == ["FaultRaised", "FaultCleared"]
+    cleared = faults[1]["payload"]
+    assert (cleared["error_code"], cleared["tech_code"], cleared["vendor_id"]) == (
+        "CX017",
+        "CX017",
+        CHARGEX,
+    )
+    assert cleared["info"] == "contactor welded"
+    assert cleared["event_code"] == 2
+    assert cleared["charger_time"].startswith("2026-11-28T01:05:00")
+
+    async def resolved() -> list[dict[str, Any]]:
+        return [o for o in await _orders(running, cid) if o["state"] != "new"]
+
+    [order] = await eventually(resolved)
+    assert order["state"] == "resolved"
+
+
+async def test_a_clearing_closes_what_is_open_on_its_component_only(running: Running) -> None:
+    """Two problems open on one connector: a clearing with a techCode closes that one; one
+    without closes what is left there (the variable says no problem), and nothing on
+    another EVSE. An alert on another variable is cleared by a bare ``cleared: true``, in
+    the same NotifyEvent as other entries; a clearing of nothing open is dropped."""
+    cid = "CS-CLEAR-SCOPE"
+    await register(running.api, cid)
+    t0 = "2026-11-28T02:00:00Z"
+    temperature = {
+        "component": {"name": "Connector", "evse": {"id": 1, "connector_id": 1}},
+        "variable": {"name": "Temperature"},
+    }
+    async with charge_point(running, cid, "2.0.1") as cp:
+        await cp.call(
+            _notify(
+                _problem(10, t0, tech_code="CX001"),
+                _problem(11, t0, tech_code="CX014"),
+                _problem(12, t0, tech_code="CX001", evse={"id": 2, "connector_id": 1}),
+                _problem(13, t0, tech_code="CX019", actual_value="93", **temperature),
+                tbc=True,
+            )
+        )
+        await cp.call(
+            _notify(_problem(14, "2026-11-28T02:01:00Z", cleared=True, tech_code="CX014"))
+        )
+        await cp.call(
+            _notify(
+                _problem(15, "2026-11-28T02:02:00Z", actual_value="false"),
+                _problem(
+                    16, "2026-11-28T02:02:00Z", actual_value="41", cleared=True, **temperature
+                ),
+                _problem(
+                    17, "2026-11-28T02:02:00Z", actual_value="40", cleared=True, **temperature
+                ),
+            )
+        )
+    faults = await _faults(running, cid)
+    assert [
+        (
+            f["type"],
+            f["payload"]["tech_code"],
+            f["payload"]["connector"]["evse_id"],
+            f["payload"]["event_code"],
+        )
+        for f in faults
+    ] == [
+        ("FaultRaised", "CX001", 1, 10),
+        ("FaultRaised", "CX014", 1, 11),
+        ("FaultRaised", "CX001", 2, 12),
+        ("FaultRaised", "CX019", 1, 13),
+        ("FaultCleared", "CX014", 1, 14),
+        ("FaultCleared", "CX001", 1, 15),
+        ("FaultCleared", "CX019", 1, 16),
+    ]
+    assert len({f["event_id"] for f in faults}) == len(faults)
