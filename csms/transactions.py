@@ -9,6 +9,7 @@ retry adds nothing.
 from __future__ import annotations
 
 import hashlib
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -95,6 +96,61 @@ async def connector_of(session: OcppSession, transaction_id: str) -> str | None:
     return str(key) if key is not None else None
 
 
+async def first_seen_201(
+    session: OcppSession,
+    *,
+    transaction_id: str,
+    connector: ConnectorRef,
+    id_token: str | None,
+) -> None:
+    """Record and announce a transaction first seen through an Updated or Ended event.
+
+    Its Started never reached us (lost, or the station came to this CSMS during the
+    transaction): the transaction is recorded (start time and meter start unknown) so that
+    it counts as running, and a TransactionStarted is emitted (``charger_time`` None) so
+    consumers see every TransactionEnded after its start. Known transactions are
+    remembered per session; an unknown one costs one read."""
+    if transaction_id in session.transactions_seen:
+        return
+    known = await connector_of(session, transaction_id) is not None
+    _seen(session, transaction_id)
+    if known:
+        return
+    rx = session.incoming
+    rx.writes.insert_ignore(
+        TRANSACTIONS,
+        {
+            "dedupe_key": _key(session.charger_id, transaction_id),
+            "transaction_id": transaction_id,
+            "charger_id": session.charger_id,
+            "connector_key": connector.key,
+            "id_token": id_token,
+            "meter_start_wh": None,
+            "meter_stop_wh": None,
+            "started_at": None,
+            "stopped_at": None,
+            "stop_reason": None,
+            "received_at": rx.received_at,
+        },
+    )
+    session.emit(
+        TransactionStarted(
+            event_id=stable_event_id(session.charger_id, "tx-start", transaction_id),
+            charger_id=session.charger_id,
+            received_at=rx.received_at,
+            transaction_id=transaction_id,
+            connector=connector,
+            id_token=id_token,
+        )
+    )
+
+
+def _seen(session: OcppSession, transaction_id: str) -> None:
+    if transaction_id not in session.transactions_seen:
+        session.transactions_seen.add(transaction_id)
+        session.incoming.undo.append(partial(session.transactions_seen.discard, transaction_id))
+
+
 def start_transaction_201(
     session: OcppSession,
     *,
@@ -106,6 +162,7 @@ def start_transaction_201(
 ) -> None:
     rx = session.incoming
     started_at = parse_timestamp(timestamp)
+    _seen(session, transaction_id)
     rx.writes.insert_ignore(
         TRANSACTIONS,
         {

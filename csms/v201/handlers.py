@@ -13,7 +13,7 @@ from csms.event_ids import stable_event_id
 from csms.protocol.routing import on
 from csms.protocol.timestamps import format_timestamp, parse_timestamp
 from csms.session import BOOT_STATUS, OcppSession
-from csms.transactions import start_transaction_201, stop_transaction
+from csms.transactions import first_seen_201, start_transaction_201, stop_transaction
 from csms.v201.translate import normalize_status, problem_report
 from services.bus.contracts import (
     ChargerBooted,
@@ -184,7 +184,12 @@ class V201Session(OcppSession, ChargePoint):  # type: ignore[misc]
                 meter_start_wh=energy,
                 timestamp=timestamp,
             )
-        elif event_type == "Ended":
+        else:
+            await first_seen_201(
+                self, transaction_id=transaction_id, connector=connector, id_token=id_token
+            )
+        if event_type == "Ended":
+            self.transactions_seen.discard(transaction_id)
             stop_transaction(
                 self,
                 transaction_id=transaction_id,

@@ -7,7 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 from ocpp.v201 import call
+from sqlalchemy import select
 
+from csms.state import TRANSACTIONS
 from tests.conftest import Running, charge_point, charger_events, eventually, register
 
 CHARGEX = "https://chargex.inl.gov"
@@ -215,3 +217,89 @@ async def test_a_clearing_closes_what_is_open_on_its_component_only(running: Run
         ("FaultCleared", "CX019", 1, 16),
     ]
     assert len({f["event_id"] for f in faults}) == len(faults)
+
+
+def _tx_event(
+    event_type: str, transaction_id: str, seq_no: int, timestamp: str, **extra: Any
+) -> call.TransactionEvent:
+    info: dict[str, Any] = {"transaction_id": transaction_id}
+    return call.TransactionEvent(
+        event_type=event_type,
+        timestamp=timestamp,
+        trigger_reason=extra.pop("trigger_reason", "MeterValuePeriodic"),
+        seq_no=seq_no,
+        transaction_info=info | extra.pop("info", {}),
+        **extra,
+    )
+
+
+async def test_a_transaction_whose_started_never_came_is_started_once(running: Running) -> None:
+    """A transaction first seen through Updated (its Started lost, or the station moved to
+    us mid-transaction) or an offline-queued Ended alone is recorded and announced with
+    one TransactionStarted (start time unknown) before its TransactionEnded; retries and
+    later Updated events add nothing."""
+    cid = "CS-TX-NOSTART"
+    await register(running.api, cid)
+    evse = {"id": 1, "connector_id": 1}
+    async with charge_point(running, cid, "2.0.1") as cp:
+        await cp.call(_tx_event("Updated", "TX-A", 3, "2026-11-28T03:00:00Z", evse=evse))
+        await cp.call(_tx_event("Updated", "TX-A", 4, "2026-11-28T03:05:00Z"))
+    async with charge_point(running, cid, "2.0.1") as cp:
+        await cp.call(_tx_event("Updated", "TX-A", 5, "2026-11-28T03:10:00Z"))
+        await cp.call(
+            _tx_event(
+                "Ended",
+                "TX-A",
+                6,
+                "2026-11-28T03:15:00Z",
+                trigger_reason="StopAuthorized",
+                info={"stopped_reason": "Local"},
+            )
+        )
+        ended_alone = _tx_event(
+            "Ended",
+            "TX-B",
+            9,
+            "2026-11-28T02:00:00Z",
+            trigger_reason="EVCommunicationLost",
+            info={"stopped_reason": "EVDisconnected"},
+            evse={"id": 2, "connector_id": 1},
+            offline=True,
+        )
+        await cp.call(ended_alone)
+        await cp.call(ended_alone)  # a retry (new message id)
+
+    events = [
+        (e["type"], e["payload"]["transaction_id"])
+        for e in await charger_events(running, cid)
+        if e["type"] in ("TransactionStarted", "TransactionEnded")
+    ]
+    assert events == [
+        ("TransactionStarted", "TX-A"),
+        ("TransactionEnded", "TX-A"),
+        ("TransactionStarted", "TX-B"),
+        ("TransactionEnded", "TX-B"),
+    ]
+    started = await charger_events(running, cid, "TransactionStarted")
+    assert [s["payload"]["connector"] for s in started] == [
+        {"evse_id": 1, "connector_id": 1},
+        {"evse_id": 2, "connector_id": 1},
+    ]
+    assert all(s["payload"]["charger_time"] is None for s in started)
+    async with running.system.db.engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                select(
+                    TRANSACTIONS.c.transaction_id,
+                    TRANSACTIONS.c.connector_key,
+                    TRANSACTIONS.c.started_at,
+                    TRANSACTIONS.c.stop_reason,
+                )
+                .where(TRANSACTIONS.c.charger_id == cid)
+                .order_by(TRANSACTIONS.c.id)
+            )
+        ).all()
+    assert [tuple(r) for r in rows] == [
+        ("TX-A", "1/1", None, "Local"),
+        ("TX-B", "2/1", None, "EVDisconnected"),
+    ]
