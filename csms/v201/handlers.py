@@ -253,13 +253,17 @@ class V201Session(OcppSession, ChargePoint):  # type: ignore[misc]
 
 
 def _energy_wh(samples: list[dict[str, Any]]) -> float | None:
-    """The Energy.Active.Import.Register reading (Wh) of the last sample, if any."""
+    """The Energy.Active.Import.Register reading (Wh) of the last sample, if any.
+
+    2.0.1's unitOfMeasure is a unit (Wh by default, or kWh) and a power-of-ten
+    ``multiplier`` (0 by default): 12.5 Wh with multiplier 3 is 12,500 Wh."""
     for sample in reversed(samples):
         for value in sample.get("sampled_value", []):
             measurand = value.get("measurand", "Energy.Active.Import.Register")
             if measurand == "Energy.Active.Import.Register":
-                multiplier = (
-                    1000.0 if (value.get("unit_of_measure") or {}).get("unit") == "kWh" else 1.0
-                )
-                return float(value["value"]) * multiplier
+                unit = value.get("unit_of_measure") or {}
+                scale = 10.0 ** int(unit.get("multiplier", 0))
+                if unit.get("unit") == "kWh":
+                    scale *= 1000.0
+                return float(value["value"]) * scale
     return None

@@ -303,3 +303,43 @@ async def test_a_transaction_whose_started_never_came_is_started_once(running: R
         ("TX-A", "1/1", None, "Local"),
         ("TX-B", "2/1", None, "EVDisconnected"),
     ]
+
+
+async def test_transaction_energy_follows_the_unit_multiplier(running: Running) -> None:
+    """unitOfMeasure's multiplier is a power of ten: 12.5 Wh x 10^3 is 12,500 Wh (it was
+    taken as 12.5 Wh); kWh with multiplier 0 is x 1000."""
+    cid = "CS-TX-MULTIPLIER"
+    await register(running.api, cid)
+
+    def reading(value: float, unit: dict[str, Any], ts: str) -> list[dict[str, Any]]:
+        sampled = {"value": value, "unit_of_measure": unit}
+        return [{"timestamp": ts, "sampled_value": [sampled]}]
+
+    t0, t1 = "2026-11-28T04:00:00Z", "2026-11-28T05:00:00Z"
+    evse = {"id": 1, "connector_id": 1}
+    async with charge_point(running, cid, "2.0.1") as cp:
+        await cp.call(
+            _tx_event(
+                "Started",
+                "TX-M",
+                0,
+                t0,
+                trigger_reason="CablePluggedIn",
+                evse=evse,
+                meter_value=reading(12.5, {"unit": "Wh", "multiplier": 3}, t0),
+            )
+        )
+        await cp.call(
+            _tx_event(
+                "Ended",
+                "TX-M",
+                1,
+                t1,
+                trigger_reason="EVCommunicationLost",
+                meter_value=reading(20.25, {"unit": "kWh"}, t1),
+            )
+        )
+    [started] = await charger_events(running, cid, "TransactionStarted")
+    [ended] = await charger_events(running, cid, "TransactionEnded")
+    assert started["payload"]["meter_start_wh"] == 12500
+    assert ended["payload"]["meter_stop_wh"] == 20250
