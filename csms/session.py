@@ -153,6 +153,8 @@ class OcppSession:
         self.accepted = identity.registration_status == "accepted"
         #: actions we asked for with TriggerMessage since the last BootNotification
         self._triggered: set[str] = set()
+        #: the answer to the last BootNotification on this connection
+        self._boot_status: str | None = None
 
     async def load_state(self) -> None:
         """Read the connectors' last known state so changes are detected across reconnects."""
@@ -631,10 +633,23 @@ class OcppSession:
             )
         )
 
-    def booted(self, status: str) -> None:
-        """Record the registration status a BootNotification is answered with."""
+    def booted(self, status: str) -> bool:
+        """Record the registration status a BootNotification is answered with; returns
+        whether it repeats a boot rather than reports one: the station was answered Pending
+        or Rejected before on this connection (it must send BootNotification again until
+        Accepted: 1.6 4.2, 2.0.1 B02/B03), or we asked for it with TriggerMessage."""
+        repeated = (
+            self._boot_status in ("Pending", "Rejected") or "BootNotification" in self._triggered
+        )
+        before = (self.accepted, set(self._triggered), self._boot_status)
+        self.incoming.undo.append(partial(self._restore_boot, *before))
         self.accepted = status == "Accepted"
         self._triggered.clear()
+        self._boot_status = status
+        return repeated
+
+    def _restore_boot(self, accepted: bool, triggered: set[str], boot_status: str | None) -> None:
+        self.accepted, self._triggered, self._boot_status = accepted, triggered, boot_status
 
     def touch_state(self, **values: Any) -> None:
         state.charger_state(self.incoming.writes, self.charger_id, **values)

@@ -48,7 +48,7 @@ class V16Session(OcppSession, ChargePoint):  # type: ignore[misc]
     ) -> call_result.BootNotification:
         rx = self.incoming
         status = BOOT_STATUS[await self.registration_status()]
-        self.booted(status)
+        repeated = self.booted(status)
         interval = self.ctx.settings.heartbeat_interval
         self.touch_state(
             vendor=charge_point_vendor,
@@ -70,6 +70,7 @@ class V16Session(OcppSession, ChargePoint):  # type: ignore[misc]
                 or kwargs.get("charge_box_serial_number"),
                 firmware_version=kwargs.get("firmware_version"),
                 registration_status=status,
+                repeated=repeated,
             )
         )
         return call_result.BootNotification(

@@ -48,7 +48,7 @@ class V201Session(OcppSession, ChargePoint):  # type: ignore[misc]
     ) -> call_result.BootNotification:
         rx = self.incoming
         status = BOOT_STATUS[await self.registration_status()]
-        self.booted(status)
+        repeated = self.booted(status) or reason == "Triggered"
         vendor = charging_station["vendor_name"]
         model = charging_station["model"]
         serial = charging_station.get("serial_number")
@@ -72,6 +72,7 @@ class V201Session(OcppSession, ChargePoint):  # type: ignore[misc]
                 firmware_version=firmware,
                 reason=reason,
                 registration_status=status,
+                repeated=repeated,
             )
         )
         return call_result.BootNotification(

@@ -111,6 +111,10 @@ class ChargerBooted(_Event):
     firmware_version: str | None = None
     reason: str | None = None
     registration_status: str
+    #: not a new boot: the station repeated BootNotification on one connection because it
+    #: was answered Pending or Rejected, or was asked for it (TriggerMessage; 2.0.1 reason
+    #: Triggered)
+    repeated: bool = False
 
 
 class ConnectorStatusChanged(_Event):

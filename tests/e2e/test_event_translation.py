@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ocpp.v16 import call as call16
 from ocpp.v201 import call
 from sqlalchemy import select
 
@@ -343,3 +344,55 @@ async def test_transaction_energy_follows_the_unit_multiplier(running: Running) 
     [ended] = await charger_events(running, cid, "TransactionEnded")
     assert started["payload"]["meter_start_wh"] == 12500
     assert ended["payload"]["meter_stop_wh"] == 20250
+
+
+async def test_a_pending_stations_repeated_boot_notifications_are_one_boot(
+    running: Running,
+) -> None:
+    """A station answered Pending must send BootNotification again on its connection until
+    it is Accepted; a 2.0.1 station asked by TriggerMessage sends one with reason
+    Triggered. Those are no new boots (``repeated``): they opened a reboot-loop order."""
+    cid = "CS-BOOT-PENDING"
+    await register(running.api, cid)
+    r = await running.api.patch(f"/api/v1/chargers/{cid}", json={"registration_status": "pending"})
+    assert r.status_code == 200, r.text
+    boot16 = call16.BootNotification(charge_point_model="M", charge_point_vendor="V")
+    async with charge_point(running, cid, "1.6") as cp:
+        for _ in range(4):
+            assert (await cp.call(boot16)).status == "Pending"
+        r = await running.api.patch(
+            f"/api/v1/chargers/{cid}", json={"registration_status": "accepted"}
+        )
+        assert r.status_code == 200, r.text
+        assert (await cp.call(boot16)).status == "Accepted"
+        # The intake handles events in order: once this fault is in, the boots are too.
+        await cp.call(
+            call16.StatusNotification(connector_id=1, error_code="NoError", status="Faulted")
+        )
+    cid201 = "CS-BOOT-TRIGGERED"
+    await register(running.api, cid201)
+    station = {"model": "M", "vendor_name": "V"}
+    async with charge_point(running, cid201, "2.0.1") as cp:
+        await cp.call(call.BootNotification(charging_station=station, reason="PowerUp"))
+        for _ in range(3):
+            await cp.call(call.BootNotification(charging_station=station, reason="Triggered"))
+        await cp.call(
+            call.StatusNotification(
+                timestamp="2026-11-28T05:00:00Z",
+                connector_status="Faulted",
+                evse_id=1,
+                connector_id=1,
+            )
+        )
+
+    for charger_id, expected in ((cid, [False] + [True] * 4), (cid201, [False] + [True] * 3)):
+
+        async def fault_in(charger_id: str = charger_id) -> bool:
+            r = await running.api.get("/api/v1/faults", params={"charger_id": charger_id})
+            return bool(r.json())
+
+        await eventually(fault_in)
+        orders = await _orders(running, charger_id)
+        assert "RebootLoop" not in [o["error_code"] for o in orders]
+        booted = await charger_events(running, charger_id, "ChargerBooted")
+        assert [b["payload"]["repeated"] for b in booted] == expected

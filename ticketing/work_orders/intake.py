@@ -232,7 +232,8 @@ def on_booted(conn: Connection, ctx: OpContext, event: ChargerBooted) -> None:
         ocpp_version=event.ocpp_version,
         last_boot_at=event.received_at,
     )
-    derived.reboot(conn, ctx, event.charger_id, event.event_id)
+    if not event.repeated:  # a pending station's retries or a triggered boot: no reboot
+        derived.reboot(conn, ctx, event.charger_id, event.event_id)
 
 
 def on_online(conn: Connection, ctx: OpContext, event: ChargerOnline | ChargerConnected) -> None:
