@@ -164,7 +164,6 @@ class V201Session(OcppSession, ChargePoint):  # type: ignore[misc]
         self,
         event_type: str,
         timestamp: str,
-        trigger_reason: str,
         transaction_info: dict[str, Any],
         **kwargs: Any,
     ) -> call_result.TransactionEvent:
@@ -196,7 +195,9 @@ class V201Session(OcppSession, ChargePoint):  # type: ignore[misc]
                 transaction_id=transaction_id,
                 meter_stop=energy,
                 timestamp=timestamp,
-                reason=transaction_info.get("stopped_reason") or trigger_reason,
+                # stoppedReason may be left out only when it is Local (2.0.1 TransactionType); the
+                # triggerReason (StopAuthorized, EVCommunicationLost, ...) is no stop reason.
+                reason=transaction_info.get("stopped_reason") or "Local",
             )
         if id_token is None:
             return call_result.TransactionEvent()

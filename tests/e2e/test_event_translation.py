@@ -396,3 +396,28 @@ async def test_a_pending_stations_repeated_boot_notifications_are_one_boot(
         assert "RebootLoop" not in [o["error_code"] for o in orders]
         booted = await charger_events(running, charger_id, "ChargerBooted")
         assert [b["payload"]["repeated"] for b in booted] == expected
+
+
+async def test_an_ended_transaction_without_stopped_reason_ended_locally(
+    running: Running,
+) -> None:
+    """2.0.1 leaves stoppedReason out only when it is Local; the triggerReason is not a
+    stop reason (TransactionEnded said 'StopAuthorized')."""
+    cid = "CS-TX-LOCAL"
+    await register(running.api, cid)
+    async with charge_point(running, cid, "2.0.1") as cp:
+        await cp.call(
+            _tx_event(
+                "Started",
+                "TX-L",
+                0,
+                "2026-11-28T02:00:00Z",
+                trigger_reason="Authorized",
+                evse={"id": 1, "connector_id": 1},
+            )
+        )
+        await cp.call(
+            _tx_event("Ended", "TX-L", 1, "2026-11-28T02:30:00Z", trigger_reason="StopAuthorized")
+        )
+    [ended] = await charger_events(running, cid, "TransactionEnded")
+    assert ended["payload"]["reason"] == "Local"
