@@ -135,7 +135,7 @@ class OcppSession:
         self.ctx = ctx
         self.connectors: dict[str, ConnectorLive] = {}
         #: 2.0.1 transaction ids known to be recorded (see transactions.first_seen_201)
-        self.transactions_seen: set[str] = set()
+        self.transactions_seen: dict[str, ConnectorRef] = {}
         self.connected_at = ctx.clock()
         self.last_seen = self.connected_at
         self.flushed_seen = self.connected_at

@@ -9,7 +9,6 @@ retry adds nothing.
 from __future__ import annotations
 
 import hashlib
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -100,22 +99,28 @@ async def first_seen_201(
     session: OcppSession,
     *,
     transaction_id: str,
-    connector: ConnectorRef,
+    connector: ConnectorRef | None,
     id_token: str | None,
-) -> None:
-    """Record and announce a transaction first seen through an Updated or Ended event.
+) -> ConnectorRef:
+    """The connector of a transaction an Updated or Ended event reports (``connector``
+    when the event names its EVSE, which it need only do in the transaction's first
+    event); the transaction is recorded first if we have not seen it.
 
     Its Started never reached us (lost, or the station came to this CSMS during the
     transaction): the transaction is recorded (start time and meter start unknown) so that
     it counts as running, and a TransactionStarted is emitted (``charger_time`` None) so
     consumers see every TransactionEnded after its start. Known transactions are
     remembered per session; an unknown one costs one read."""
-    if transaction_id in session.transactions_seen:
-        return
-    known = await connector_of(session, transaction_id) is not None
-    _seen(session, transaction_id)
-    if known:
-        return
+    seen = session.transactions_seen.get(transaction_id)
+    if seen is not None:
+        return connector or seen
+    key = await connector_of(session, transaction_id)
+    if key is not None:
+        known = connector or connector_ref(key)
+        _seen(session, transaction_id, known)
+        return known
+    connector = connector or ConnectorRef()
+    _seen(session, transaction_id, connector)
     rx = session.incoming
     rx.writes.insert_ignore(
         TRANSACTIONS,
@@ -143,12 +148,24 @@ async def first_seen_201(
             id_token=id_token,
         )
     )
+    return connector
 
 
-def _seen(session: OcppSession, transaction_id: str) -> None:
-    if transaction_id not in session.transactions_seen:
-        session.transactions_seen.add(transaction_id)
-        session.incoming.undo.append(partial(session.transactions_seen.discard, transaction_id))
+def connector_ref(key: str) -> ConnectorRef:
+    """The 2.0.1 connector a connector key names ("1/2": EVSE 1 connector 2, "1": EVSE 1)."""
+    evse, _, connector = key.partition("/")
+    return ConnectorRef(evse_id=int(evse), connector_id=int(connector) if connector else None)
+
+
+def _seen(session: OcppSession, transaction_id: str, connector: ConnectorRef) -> None:
+    seen = session.transactions_seen
+    if transaction_id not in seen:
+
+        def forget() -> None:
+            seen.pop(transaction_id, None)
+
+        session.incoming.undo.append(forget)
+    seen[transaction_id] = connector
 
 
 def start_transaction_201(
@@ -162,7 +179,7 @@ def start_transaction_201(
 ) -> None:
     rx = session.incoming
     started_at = parse_timestamp(timestamp)
-    _seen(session, transaction_id)
+    _seen(session, transaction_id, connector)
     rx.writes.insert_ignore(
         TRANSACTIONS,
         {

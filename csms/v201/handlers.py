@@ -168,14 +168,17 @@ class V201Session(OcppSession, ChargePoint):  # type: ignore[misc]
         **kwargs: Any,
     ) -> call_result.TransactionEvent:
         transaction_id = transaction_info["transaction_id"]
-        evse = kwargs.get("evse") or {}
-        connector = ConnectorRef(evse_id=evse.get("id"), connector_id=evse.get("connector_id"))
+        evse = kwargs.get("evse")
+        given = (
+            ConnectorRef(evse_id=evse["id"], connector_id=evse.get("connector_id"))
+            if evse
+            else None
+        )
         id_token = (kwargs.get("id_token") or {}).get("id_token")
         samples = kwargs.get("meter_value") or []
-        for sample in samples:
-            self.store_meter_value(connector.key, transaction_id, sample)
         energy = _energy_wh(samples)
         if event_type == "Started":
+            connector = given or ConnectorRef()
             start_transaction_201(
                 self,
                 transaction_id=transaction_id,
@@ -185,11 +188,14 @@ class V201Session(OcppSession, ChargePoint):  # type: ignore[misc]
                 timestamp=timestamp,
             )
         else:
-            await first_seen_201(
-                self, transaction_id=transaction_id, connector=connector, id_token=id_token
+            # Later events need not name the EVSE: their samples are the transaction's.
+            connector = await first_seen_201(
+                self, transaction_id=transaction_id, connector=given, id_token=id_token
             )
+        for sample in samples:
+            self.store_meter_value(connector.key, transaction_id, sample)
         if event_type == "Ended":
-            self.transactions_seen.discard(transaction_id)
+            self.transactions_seen.pop(transaction_id, None)
             stop_transaction(
                 self,
                 transaction_id=transaction_id,

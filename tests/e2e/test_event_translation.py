@@ -10,7 +10,7 @@ from ocpp.v16 import call as call16
 from ocpp.v201 import call
 from sqlalchemy import select
 
-from csms.state import TRANSACTIONS
+from csms.state import METER_VALUES, TRANSACTIONS
 from tests.conftest import Running, charge_point, charger_events, eventually, register
 
 CHARGEX = "https://chargex.inl.gov"
@@ -421,3 +421,51 @@ async def test_an_ended_transaction_without_stopped_reason_ended_locally(
         )
     [ended] = await charger_events(running, cid, "TransactionEnded")
     assert ended["payload"]["reason"] == "Local"
+
+
+async def test_transaction_samples_are_stored_on_the_transactions_connector(
+    running: Running,
+) -> None:
+    """2.0.1 names the EVSE in a transaction's first event only: the samples of later
+    Updated and Ended events (also after a reconnect) are the transaction's connector's.
+    They were stored on connector 0."""
+    cid = "CS-TX-SAMPLES"
+    await register(running.api, cid)
+
+    def sample(wh: float, ts: str) -> list[dict[str, Any]]:
+        return [{"timestamp": ts, "sampled_value": [{"value": wh}]}]
+
+    t0, t1, t2 = "2026-11-28T06:00:00Z", "2026-11-28T06:15:00Z", "2026-11-28T06:30:00Z"
+    async with charge_point(running, cid, "2.0.1") as cp:
+        await cp.call(
+            _tx_event(
+                "Started",
+                "TX-S",
+                0,
+                t0,
+                trigger_reason="CablePluggedIn",
+                evse={"id": 2, "connector_id": 1},
+                meter_value=sample(100, t0),
+            )
+        )
+        await cp.call(_tx_event("Updated", "TX-S", 1, t1, meter_value=sample(900, t1)))
+    async with charge_point(running, cid, "2.0.1") as cp:
+        await cp.call(
+            _tx_event(
+                "Ended",
+                "TX-S",
+                2,
+                t2,
+                trigger_reason="EVCommunicationLost",
+                meter_value=sample(1500, t2),
+            )
+        )
+    async with running.system.db.engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                select(METER_VALUES.c.connector_key, METER_VALUES.c.transaction_id)
+                .where(METER_VALUES.c.charger_id == cid)
+                .order_by(METER_VALUES.c.sampled_at)
+            )
+        ).all()
+    assert [tuple(r) for r in rows] == [("2/1", "TX-S")] * 3
