@@ -192,8 +192,21 @@ class V201Session(OcppSession, ChargePoint):  # type: ignore[misc]
             connector = await first_seen_201(
                 self, transaction_id=transaction_id, connector=given, id_token=id_token
             )
-        for sample in samples:
-            self.store_meter_value(connector.key, transaction_id, sample)
+        if samples:
+            # A transaction's samples come in its TransactionEvents (2.0.1 has no
+            # MeterValues with a transaction): they are MeterValuesReceived, as 1.6's are.
+            keys = [self.store_meter_value(connector.key, transaction_id, s) for s in samples]
+            self.emit(
+                MeterValuesReceived(
+                    event_id=stable_event_id(self.charger_id, "meter", *keys),
+                    charger_id=self.charger_id,
+                    received_at=self.incoming.received_at,
+                    charger_time=parse_timestamp(samples[0].get("timestamp")),
+                    connector=connector,
+                    transaction_id=transaction_id,
+                    samples=samples,
+                )
+            )
         if event_type == "Ended":
             self.transactions_seen.pop(transaction_id, None)
             stop_transaction(

@@ -469,3 +469,32 @@ async def test_transaction_samples_are_stored_on_the_transactions_connector(
             )
         ).all()
     assert [tuple(r) for r in rows] == [("2/1", "TX-S")] * 3
+
+
+async def test_transaction_event_samples_are_meter_values_received(running: Running) -> None:
+    """A 2.0.1 transaction's samples arrive in its TransactionEvents: each event's samples
+    are a MeterValuesReceived with the transaction and its connector, as 1.6 MeterValues
+    during a transaction are (there was none); a retried event is not a second one."""
+    cid = "CS-TX-METER-EVENTS"
+    await register(running.api, cid)
+    t0, t1 = "2026-11-28T07:00:00Z", "2026-11-28T07:15:00Z"
+    periodic = [{"timestamp": t1, "sampled_value": [{"value": 900}]}]
+    async with charge_point(running, cid, "2.0.1") as cp:
+        await cp.call(
+            _tx_event(
+                "Started",
+                "TX-E",
+                0,
+                t0,
+                trigger_reason="CablePluggedIn",
+                evse={"id": 1, "connector_id": 2},
+            )
+        )
+        await cp.call(_tx_event("Updated", "TX-E", 1, t1, meter_value=periodic))
+        await cp.call(_tx_event("Updated", "TX-E", 1, t1, meter_value=periodic))  # a retry
+    [received] = await charger_events(running, cid, "MeterValuesReceived")
+    payload = received["payload"]
+    assert payload["transaction_id"] == "TX-E"
+    assert payload["connector"] == {"evse_id": 1, "connector_id": 2}
+    assert payload["samples"] == periodic
+    assert payload["charger_time"].startswith("2026-11-28T07:15:00")
