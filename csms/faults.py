@@ -13,6 +13,8 @@ from importlib import resources
 from services.bus.contracts import Severity
 
 CHARGEX_VENDOR_ID = "https://chargex.inl.gov"
+#: the vendorIds under which a 1.6 vendorErrorCode is a ChargeX code (as the fault rules)
+CHARGEX_VENDOR_IDS = frozenset({None, CHARGEX_VENDOR_ID, CHARGEX_VENDOR_ID + "/"})
 
 #: OCPP 1.6 error codes that indicate a hazard.
 SAFETY_ERROR_CODES = frozenset({"GroundFailure", "OverVoltage", "OverCurrentFailure"})
@@ -26,10 +28,16 @@ def chargex_codes() -> dict[str, tuple[str, str]]:
 
 
 def severity(
-    *, faulted: bool, error_code: str | None, vendor_error_code: str | None = None
+    *,
+    faulted: bool,
+    error_code: str | None,
+    vendor_error_code: str | None = None,
+    vendor_id: str | None = None,
 ) -> Severity:
+    """``vendor_error_code`` is a ChargeX code (CXnnn) only under ChargeX's vendorId or
+    none: another vendor's "CX002" is that vendor's own code."""
     code = vendor_error_code or ""
-    name_note = chargex_codes().get(code)
+    name_note = chargex_codes().get(code) if vendor_id in CHARGEX_VENDOR_IDS else None
     if name_note is not None and name_note[1] == "safety":
         return Severity.critical
     if error_code in SAFETY_ERROR_CODES:

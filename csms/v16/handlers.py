@@ -136,7 +136,10 @@ class V16Session(OcppSession, ChargePoint):  # type: ignore[misc]
                     info=previous.info if previous else None,
                     status=normalize_status(status),
                     severity=faults.severity(
-                        faulted=False, error_code=before[0], vendor_error_code=before[1]
+                        faulted=False,
+                        error_code=before[0],
+                        vendor_error_code=before[1],
+                        vendor_id=previous.vendor_id if previous else None,
                     ),
                 )
             )
@@ -156,6 +159,7 @@ class V16Session(OcppSession, ChargePoint):  # type: ignore[misc]
                         faulted=status == "Faulted",
                         error_code=error_code,
                         vendor_error_code=vendor_error_code,
+                        vendor_id=vendor_id,
                     ),
                 )
             )

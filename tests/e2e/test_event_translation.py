@@ -498,3 +498,26 @@ async def test_transaction_event_samples_are_meter_values_received(running: Runn
     assert payload["connector"] == {"evse_id": 1, "connector_id": 2}
     assert payload["samples"] == periodic
     assert payload["charger_time"].startswith("2026-11-28T07:15:00")
+
+
+async def test_a_vendors_own_cx_code_is_no_chargex_safety_fault(running: Running) -> None:
+    """A 1.6 vendorErrorCode CXnnn is a ChargeX code only under ChargeX's vendorId (or
+    none), as the fault rules read it: another vendor's "CX002" was rated critical."""
+    cid = "CS-CX-VENDOR"
+    await register(running.api, cid)
+    async with charge_point(running, cid, "1.6") as cp:
+        for connector, vendor in ((1, "com.example.evse"), (2, CHARGEX)):
+            await cp.call(
+                call16.StatusNotification(
+                    connector_id=connector,
+                    error_code="OtherError",
+                    status="Faulted",
+                    vendor_id=vendor,
+                    vendor_error_code="CX002",
+                )
+            )
+    raised = await charger_events(running, cid, "FaultRaised")
+    assert [(f["payload"]["vendor_id"], f["payload"]["severity"]) for f in raised] == [
+        ("com.example.evse", "error"),
+        (CHARGEX, "critical"),
+    ]
