@@ -44,4 +44,6 @@ def severity(
         return Severity.critical
     if name_note is not None and name_note[1] == "driver/vehicle side":
         return Severity.info
+    if name_note is not None and name_note[1] == "degraded":
+        return Severity.warning  # the port still charges (derating), whatever the report
     return Severity.error if faulted else Severity.warning

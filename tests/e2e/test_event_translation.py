@@ -521,3 +521,21 @@ async def test_a_vendors_own_cx_code_is_no_chargex_safety_fault(running: Running
         ("com.example.evse", "error"),
         (CHARGEX, "critical"),
     ]
+
+
+async def test_a_degraded_chargex_problem_is_a_warning(running: Running) -> None:
+    """ChargeX marks CX018 (cable over temperature, derating) as degraded: the port still
+    charges, so a 2.0.1 report of it is a warning (it was an error like a port down),
+    while CX019 (over temperature, stopped) stays an error."""
+    cid = "CS-CX-DEGRADED"
+    await register(running.api, cid)
+    t0 = "2026-11-28T08:00:00Z"
+    async with charge_point(running, cid, "2.0.1") as cp:
+        await cp.call(
+            _notify(_problem(1, t0, tech_code="CX018"), _problem(2, t0, tech_code="CX019"))
+        )
+    raised = await charger_events(running, cid, "FaultRaised")
+    assert [(f["payload"]["tech_code"], f["payload"]["severity"]) for f in raised] == [
+        ("CX018", "warning"),
+        ("CX019", "error"),
+    ]
