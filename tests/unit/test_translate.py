@@ -262,3 +262,25 @@ def test_v201_alerting_with_tech_code_on_another_variable_is_a_problem() -> None
 )
 def test_v201_non_problem_events_return_none(entry: dict[str, Any]) -> None:
     assert t201.problem_report(entry) is None
+
+
+def test_v201_a_bare_clearing_of_another_variable_clears_only_what_is_open() -> None:
+    """``cleared: true`` without techCode on a variable that is no Problem reports no
+    problem of its own: it may only clear one still open there (``open_only``)."""
+    entry = {
+        "event_id": 4,
+        "timestamp": "2026-11-27T10:05:00Z",
+        "trigger": "Alerting",
+        "actual_value": "40",
+        "cleared": True,
+        "cause": 2,
+        "event_notification_type": "CustomMonitor",
+        "component": {"name": "EVSE", "instance": "Main", "evse": {"id": 1}},
+        "variable": {"name": "Temperature", "instance": "Cable"},
+    }
+    report = t201.problem_report(entry)
+    assert report is not None
+    assert (report.raised, report.open_only, report.cause) == (False, True, 2)
+    assert report.location == (1, None, "EVSE", "Main", "Temperature", "Cable")
+    problem = t201.problem_report(chargex())
+    assert problem is not None and problem.open_only is False
