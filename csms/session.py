@@ -120,6 +120,8 @@ class OcppSession:
     action_enum: ClassVar[type[StrEnum]]
     _routes: ClassVar[dict[str, Handler]]
     _known_actions: ClassVar[frozenset[str]]
+    #: every action the version's spec lets a charge point send (handled or not)
+    charge_point_actions: ClassVar[frozenset[str]] = frozenset()
     #: Answer a station that is not Accepted with SecurityError for anything but
     #: BootNotification and the messages we triggered (2.0.1 B02.FR.09, B03).
     refuse_unless_accepted: ClassVar[bool] = False
@@ -283,6 +285,11 @@ class OcppSession:
         writes = WriteSet()
         try:
             if handler is None:
+                if action in self.charge_point_actions:
+                    raise FrameError(
+                        ErrorKind.not_supported,
+                        f"{action} is not supported by this CSMS",
+                    )
                 if action in self._known_actions:
                     raise FrameError(
                         ErrorKind.not_supported,

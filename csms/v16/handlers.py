@@ -41,6 +41,25 @@ def _id_tag_info(status: str, expires_at: Any = None, group: str | None = None) 
 class V16Session(OcppSession, ChargePoint):  # type: ignore[misc]
     ocpp_version = "1.6"
     action_enum = Action
+    # OCPP 1.6 Core and profiles, and the Security extension: what a charge point sends
+    charge_point_actions = frozenset(
+        {
+            "Authorize",
+            "BootNotification",
+            "DataTransfer",
+            "DiagnosticsStatusNotification",
+            "FirmwareStatusNotification",
+            "Heartbeat",
+            "LogStatusNotification",
+            "MeterValues",
+            "SecurityEventNotification",
+            "SignCertificate",
+            "SignedFirmwareStatusNotification",
+            "StartTransaction",
+            "StatusNotification",
+            "StopTransaction",
+        }
+    )
 
     @on(Action.boot_notification)
     async def on_boot_notification(

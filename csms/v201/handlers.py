@@ -37,6 +37,36 @@ def _id_token_info(status: str, expires_at: Any = None, group: str | None = None
 class V201Session(OcppSession, ChargePoint):  # type: ignore[misc]
     ocpp_version = "2.0.1"
     action_enum = Action
+    # OCPP 2.0.1 part 2: the messages a charging station sends to the CSMS
+    charge_point_actions = frozenset(
+        {
+            "Authorize",
+            "BootNotification",
+            "ClearedChargingLimit",
+            "DataTransfer",
+            "FirmwareStatusNotification",
+            "Get15118EVCertificate",
+            "GetCertificateStatus",
+            "Heartbeat",
+            "LogStatusNotification",
+            "MeterValues",
+            "NotifyChargingLimit",
+            "NotifyCustomerInformation",
+            "NotifyDisplayMessages",
+            "NotifyEVChargingNeeds",
+            "NotifyEVChargingSchedule",
+            "NotifyEvent",
+            "NotifyMonitoringReport",
+            "NotifyReport",
+            "PublishFirmwareStatusNotification",
+            "ReportChargingProfiles",
+            "ReservationStatusUpdate",
+            "SecurityEventNotification",
+            "SignCertificate",
+            "StatusNotification",
+            "TransactionEvent",
+        }
+    )
     # Decision: 2.0.1 only. OCPP 1.6 (4.2) forbids a pending station to send requests
     # unless triggered, but names no CALLERROR for the Central System, and allows
     # transactions before acceptance (4.2.1); a 1.6 station's messages are handled as before.

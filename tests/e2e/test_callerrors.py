@@ -217,6 +217,31 @@ async def test_bad_frames_get_the_right_callerror_and_the_connection_stays(
     )
 
 
+async def test_not_supported_says_whether_the_action_is_unsupported_or_misdirected(
+    running: Running,
+) -> None:
+    """A charging-station message this CSMS does not handle is 'not supported'; a CSMS
+    message sent by a charger is named as such (both NotSupported, different texts)."""
+    await register(running.api, "CP-ERR-NS")
+    reservation = {"reservationId": 1, "reservationUpdateStatus": "Expired"}
+    async with raw_charger(running, "CP-ERR-NS", "2.0.1") as cp:
+        await cp.heartbeat()
+        unsupported = await cp.exchange(call("m-rsu", "ReservationStatusUpdate", reservation))
+        assert unsupported[:4] == [
+            4,
+            "m-rsu",
+            "NotSupported",
+            "ReservationStatusUpdate is not supported by this CSMS",
+        ], unsupported
+        misdirected = await cp.exchange(call("m-reset", "Reset", {"type": "Immediate"}))
+        assert misdirected[:4] == [
+            4,
+            "m-reset",
+            "NotSupported",
+            "Reset is not a message a charge point sends to a CSMS",
+        ], misdirected
+
+
 async def test_oversized_frame_closes_only_that_connection(system_factory: SystemFactory) -> None:
     async with system_factory(max_frame_bytes=2048) as running:
         await register(running.api, "CP-BIG")
