@@ -309,3 +309,50 @@ async def test_16_fault_cleared_into_unavailable_keeps_the_order_open(running: R
     assert report["info"] == "contactor stuck"
     [event] = await charger_events(running, charger_id, "FaultCleared")
     assert event["payload"]["status"] == "unavailable"
+
+
+async def test_16_status_change_with_the_error_still_set_keeps_the_order_open(
+    system_factory: SystemFactory,
+) -> None:
+    """A 1.6 connector derating (Available, HighTemperature) that starts charging with the
+    errorCode still set is not healthy: its order stays open (one more occurrence), not
+    resolved as self-recovered and reopened by the same report, which restarted its SLA
+    clocks and sent resolved/reopened webhooks at every status change; NoError resolves."""
+    clock = FakeClock(utcnow())
+    async with system_factory(clock=clock, ticketing_scan_interval=3600) as running:
+        charger_id = "CP-WO-16-DERATE"
+        await register(running.api, charger_id)
+        async with charge_point(running, charger_id) as cp:
+            await cp.call(call16.BootNotification(charge_point_vendor="V", charge_point_model="M"))
+            for status in ("Available", "Preparing", "Charging"):
+                await cp.call(
+                    call16.StatusNotification(
+                        connector_id=1, error_code="HighTemperature", status=status
+                    )
+                )
+                if status == "Available":
+                    [order] = await eventually(lambda: _orders(running, charger_id))
+                    clock.advance(timedelta(hours=1))
+
+            async def three() -> dict[str, Any] | None:
+                o = await get_order(running, order["id"])
+                return o if o["occurrences"] == 3 else None
+
+            current = await eventually(three)
+            assert current["state"] == "new" and current["resolution"] is None
+            kinds = [e["kind"] for e in current["timeline"]]
+            assert kinds == ["created", "occurrence", "occurrence"], kinds
+            assert {t["target"]: t["due_at"] for t in current["sla"]} == {
+                t["target"]: t["due_at"] for t in order["sla"]
+            }  # the clocks were not restarted
+            await cp.call(
+                call16.StatusNotification(connector_id=1, error_code="NoError", status="Charging")
+            )
+
+            async def resolved() -> dict[str, Any] | None:
+                o = await get_order(running, order["id"])
+                return o if o["state"] == "resolved" else None
+
+            done = await eventually(resolved)
+            assert done["resolution"] == "self_recovered"
+        await assert_rows_are_the_fold_of_their_timelines(running)

@@ -54,6 +54,8 @@ INBOX = table_of(InboxEntry)
 ASSETS = table_of(ChargerAsset)
 FAULT_REPORTS = table_of(FaultReport)
 HEALTHY = frozenset({NormalizedStatus.available, NormalizedStatus.occupied})
+#: A 1.6 errorCode that reports no fault (2.0.1 status changes carry none).
+NO_ERROR = frozenset({None, "NoError"})
 #: Orders a connector reporting Available again resolves (not tamper, firmware, network).
 PORT_CATEGORIES = frozenset(
     {
@@ -203,12 +205,19 @@ def on_fault_cleared(conn: Connection, ctx: OpContext, event: FaultCleared) -> N
     )
 
 
+def _reports_healthy(event: ConnectorStatusChanged) -> bool:
+    """A usable status without an error: a 1.6 connector that goes on charging (or
+    idling) with its errorCode still set (HighTemperature, GroundFailure, ...) is not
+    healthy; it keeps reporting the fault, which stays an occurrence of its order, and
+    the errorCode going back to NoError is the FaultCleared that resolves it."""
+    return event.status in HEALTHY and event.error_code in NO_ERROR
+
+
 def on_status(conn: Connection, ctx: OpContext, event: ConnectorStatusChanged) -> None:
     key = event.connector.key
-    status = event.status
     if _is_flip(event):
         derived.flip(conn, ctx, event.charger_id, key, event.event_id)
-    if status in HEALTHY:
+    if _reports_healthy(event):
         faults.healthy(
             conn,
             ctx,
@@ -340,7 +349,7 @@ class Known:
         port_ids = {
             e.charger_id
             for e in events
-            if isinstance(e, ConnectorStatusChanged) and e.status in HEALTHY and not _is_flip(e)
+            if isinstance(e, ConnectorStatusChanged) and _reports_healthy(e) and not _is_flip(e)
         } - live
         asset_ids = {
             e.charger_id for e in events if isinstance(e, ChargerOnline | ChargerConnected)
@@ -374,7 +383,7 @@ def relevant(conn: Connection, event: Event, known: Known | None = None) -> bool
     if isinstance(event, ConnectorStatusChanged):
         if _is_flip(event):
             return True
-        if event.status not in HEALTHY:
+        if not _reports_healthy(event):
             return False
         return (event.charger_id, event.connector.key) in known.open_ports
     if isinstance(event, ChargerOnline | ChargerConnected):
