@@ -311,3 +311,62 @@ async def test_technician_may_command_only_the_charger_of_their_order(
                 headers=headers,
             )
             assert other.status_code == 403, other.text
+
+
+async def test_released_from_hold_the_remote_fix_goes_on_where_it_stopped(
+    system_factory: SystemFactory,
+) -> None:
+    """An order put on hold during its remote fix stops the playbook (the runner finds it
+    elsewhere); released back to remote_fix, the playbook goes on from the step it stopped
+    at. Before, nothing ran: no assignee, not in the dispatcher queue, in remote_fix for
+    good."""
+    clock = FakeClock(utcnow())
+    async with system_factory(clock=clock, ticketing_scan_interval=3600) as running:
+        await _technician(running.api)
+        await register(running.api, "CP-HOLD")
+        async with charge_point(running, "CP-HOLD", cp_class=Recovering16) as cp:
+            await cp.call(call16.BootNotification(charge_point_vendor="V", charge_point_model="M"))
+            await cp.call(
+                call16.StatusNotification(
+                    connector_id=1, error_code="InternalError", status="Faulted"
+                )
+            )
+
+            async def in_remote_fix() -> dict[str, Any] | None:
+                order = await _order(running, "CP-HOLD")
+                return order if order and order["state"] == "remote_fix" else None
+
+            order = await eventually(in_remote_fix)
+            path = f"/api/v1/work-orders/{order['id']}/transitions"
+            runner = running.system.ticketing.remediation
+            await runner.run_once()  # step 1: trigger, then a wait
+            r = await running.api.post(path, json={"to": "on_hold", "reason": "site_access"})
+            assert r.status_code == 200, r.text
+            clock.advance(timedelta(seconds=61))
+            await runner.run_once()  # finds the order on hold: the playbook stops
+            assert (await running.api.get("/api/v1/remediation/stats")).json()["total"][
+                "stopped"
+            ] == 1
+            r = await running.api.post(path, json={"to": "remote_fix"})
+            assert r.status_code == 200, r.text
+            released = r.json()["timeline"][-1]
+            assert released["to_state"] == "remote_fix"
+            assert released["changes"]["data"]["remediation"]["step"] == 1
+            for _ in range(6):
+                await runner.run_once()
+                if "Reset:Soft" in cp.cp.received:
+                    break
+                clock.advance(timedelta(seconds=301))
+
+            async def resolved() -> dict[str, Any] | None:
+                o = await _order(running, "CP-HOLD")
+                return o if o and o["state"] == "resolved" else None
+
+            done = await eventually(resolved)
+            assert done["resolution"] == "resolved_remotely"
+            assert cp.cp.received == [
+                "TriggerMessage:StatusNotification",
+                "ChangeAvailability:1:Inoperative",
+                "ChangeAvailability:1:Operative",
+                "Reset:Soft",
+            ]

@@ -8,6 +8,9 @@ dispatched.
 
 from __future__ import annotations
 
+from typing import Any
+
+from sqlalchemy import bindparam, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -24,6 +27,10 @@ _INSERT = PerDialect(
         REMEDIATIONS
     ).on_conflict_do_nothing()
 )
+_LOCKED = (
+    select(REMEDIATIONS).where(REMEDIATIONS.c.order_id == bindparam("b_order")).with_for_update()
+)
+_REARM = REMEDIATIONS.update().where(REMEDIATIONS.c.order_id == bindparam("b_order"))
 
 
 def begin(conn: Connection, ctx: OpContext, order: store.Order) -> store.Order:
@@ -57,3 +64,34 @@ def begin(conn: Connection, ctx: OpContext, order: store.Order) -> store.Order:
         note=f"remote fix first: playbook {book.name} ({len(book.steps)} steps)",
         data={"playbook": book.name, "steps": [s.command for s in book.steps]},
     )
+
+
+def rearm(conn: Connection, ctx: OpContext, order: store.Order) -> dict[str, Any] | None:
+    """A person moves ``order`` into ``remote_fix`` (back from hold, or to try again): its
+    remote-first remediation runs again if it had stopped (the runner stops it when it
+    finds the order elsewhere, e.g. on hold), from the step it stopped at, or from the
+    first if it had run to its end. Returns what runs (for the timeline), None if nothing
+    does: no such playbook, or it is still running (then a person works it remotely).
+
+    Decision: without this, an order released from hold back to ``remote_fix`` had no
+    remediation running, no assignee and was not in the dispatcher queue: nothing moved
+    it again."""
+    book = playbook(order["playbook"])
+    if book is None or book.mode != "remote_first":
+        return None
+    row = conn.execute(_LOCKED, {"b_order": order["id"]}).mappings().first()
+    if row is None or row["state"] == "running":
+        return None
+    step = int(row["step"]) if int(row["step"]) < len(book.steps) else 0
+    conn.execute(
+        _REARM,
+        {
+            "b_order": order["id"],
+            "state": "running",
+            "step": step,
+            "next_at": ctx.now,
+            "finished_at": None,
+            "updated_at": ctx.now,
+        },
+    )
+    return {"playbook": book.name, "step": step, "steps": [s.command for s in book.steps]}

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from ticketing import tx
+from ticketing.remediation import start as remediation
 from ticketing.sla.policies import get_policy
 from ticketing.work_orders import dispatching, sla_events, store
 from ticketing.work_orders.context import OpContext
@@ -59,7 +60,7 @@ def transition(
     check_legal(order, target)
     state = order["state"]
 
-    def move(changes: dict[str, Any]) -> store.Order:
+    def move(changes: dict[str, Any], data: dict[str, Any] | None = None) -> store.Order:
         return store.change(
             conn,
             ctx,
@@ -69,6 +70,7 @@ def transition(
             changes=changes,
             note=note,
             notify=NOTIFY.get(target),
+            data=data,
         )
 
     if target == "dispatched":
@@ -111,6 +113,9 @@ def transition(
         changes = {"held_from": None, "hold_reason": None}
     if target == "on_site":
         changes["on_site_at"] = ctx.now
+    if target == "remote_fix":
+        rearmed = remediation.rearm(conn, ctx, order)
+        return move(changes, {"remediation": rearmed} if rearmed else None)
     return move(changes)
 
 
