@@ -76,6 +76,10 @@ async def test_breach_raises_priority_one_step(system_factory: SystemFactory) ->
             if e["changes"]["data"]["target"] == "response"
         ]
         assert len(breach) == 1
+        # the deadline that was missed is on the timeline (the note said "due ?")
+        due = _due(order, "response")
+        assert datetime.fromisoformat(breach[0]["changes"]["data"]["due_at"]) == due
+        assert f"(due {due.isoformat()})" in breach[0]["note"]
         escalation = entries_of_kind(after, "escalation")
         assert escalation and "escalation_contact" in escalation[0]["changes"]["data"]
 

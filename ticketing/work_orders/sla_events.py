@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, bindparam, or_, select
@@ -101,8 +102,9 @@ def fire(conn: Connection, ctx: OpContext, rows: Sequence[Mapping[str, Any]]) ->
             order = _warned(conn, ctx, order, clock)
             fired.warnings += 1
         if breach and _claim(conn, row, "breached_at", ctx):
+            due_at = clock.due_at  # marking the breach clears it
             clock = sla.mark_breached(clock, ctx.now)
-            order = _breached(conn, ctx, order, clock)
+            order = _breached(conn, ctx, order, clock, due_at)
             fired.breaches += 1
         marked: dict[str, Any] = {
             "state": clock.state,
@@ -146,8 +148,8 @@ def _contacts(conn: Connection, order: store.Order, policy_contact: str | None) 
     return ", ".join(contacts) or None
 
 
-def _due_text(clock: sla.Clock) -> str:
-    return clock.due_at.isoformat() if clock.due_at else "?"
+def _due_text(due_at: datetime | None) -> str:
+    return due_at.isoformat() if due_at else "?"
 
 
 def _warned(conn: Connection, ctx: OpContext, order: store.Order, clock: sla.Clock) -> store.Order:
@@ -159,14 +161,18 @@ def _warned(conn: Connection, ctx: OpContext, order: store.Order, clock: sla.Clo
         ctx.as_actor("system:sla"),
         order,
         kind="sla_warning",
-        note=f"{target} SLA at risk: due {_due_text(clock)}",
+        note=f"{target} SLA at risk: due {_due_text(clock.due_at)}",
         notify="warning",
         data={"target": target, "due_at": clock.due_at.isoformat() if clock.due_at else None},
     )
 
 
 def _breached(
-    conn: Connection, ctx: OpContext, order: store.Order, clock: sla.Clock
+    conn: Connection,
+    ctx: OpContext,
+    order: store.Order,
+    clock: sla.Clock,
+    due_at: datetime | None,
 ) -> store.Order:
     target = clock.target
     priority = str(order["priority"])  # the priority that was breached (before raising it)
@@ -186,9 +192,13 @@ def _breached(
         order,
         kind="sla_breached",
         changes=changes,
-        note=f"{target} SLA breached (due {_due_text(clock)}){raised_note}",
+        note=f"{target} SLA breached (due {_due_text(due_at)}){raised_note}",
         notify="breached",
-        data={"target": target, "escalation_contact": contact},
+        data={
+            "target": target,
+            "due_at": due_at.isoformat() if due_at else None,
+            "escalation_contact": contact,
+        },
     )
     return store.change(
         conn,
