@@ -35,6 +35,11 @@ class DomainError(Problem):
         super().__init__(self.code, self.name, detail, **extra)
 
 
+class Forbidden(DomainError):
+    code = 403
+    name = "Forbidden"
+
+
 class NotFound(DomainError):
     code = 404
     name = "Not Found"

@@ -194,3 +194,23 @@ async def test_illegal_transition_lists_the_legal_ones(
     body = r.json()
     assert body["state"] == "dispatched"
     assert "accepted" in body["legal_transitions"] and "verified" not in body["legal_transitions"]
+
+
+async def test_technician_takes_their_order_off_hold_back_to_where_it_was(
+    running: Running, world: dict[str, Any]
+) -> None:
+    """Held while still dispatched, the order goes back to dispatched: the technician may
+    make that move (it was 403: 'dispatched' is not one of their moves, so only a
+    dispatcher could release it); other moves outside theirs stay 403."""
+    path = f"/api/v1/work-orders/{world['orders']['mine']}/transitions"
+    async with _client(running, world["tokens"]["technician"]) as client:
+        r = await client.post(path, json={"to": "dispatched"})
+        assert r.status_code == 403, r.text
+        r = await client.post(path, json={"to": "on_hold", "reason": "parts"})
+        assert r.status_code == 200 and r.json()["state"] == "on_hold", r.text
+        r = await client.post(path, json={"to": "cancelled", "reason": "x"})
+        assert r.status_code == 403, r.text
+        assert r.headers["content-type"].startswith("application/problem+json")
+        r = await client.post(path, json={"to": "dispatched"})
+        assert r.status_code == 200, r.text
+        assert r.json()["state"] == "dispatched" and r.json()["assignee_id"] is not None

@@ -403,9 +403,13 @@ async def transition(
     request: Request, order_id: OrderId, body: TransitionIn, principal: Changer
 ) -> WorkOrderDetail:
     """Move the order; 409 with ``legal_transitions`` when the move is not allowed."""
-    _may_move(principal, body.to)
+    release = principal.role == "technician" and body.to not in TECHNICIAN_MOVES
 
     def fn(conn: Connection, ctx: OpContext, order: store.Order) -> store.Order:
+        # a technician takes their own order off hold back to where it was, whatever that
+        # state (held while dispatched: back to dispatched); other moves as TECHNICIAN_MOVES
+        if release and not (order["state"] == "on_hold" and body.to == order["held_from"]):
+            raise tx.Forbidden(f"a technician may not move an order to {body.to!r}")
         return transitions.transition(
             conn,
             ctx,
@@ -475,8 +479,3 @@ async def escalate(
         return dispatching.escalate(conn, ctx, order, body.team_id, body.reason)
 
     return await _act(request, principal, order_id, fn)
-
-
-def _may_move(principal: Principal, target: str) -> None:
-    if principal.role == "technician" and target not in TECHNICIAN_MOVES:
-        raise Problem(403, "Forbidden", f"a technician may not move an order to {target!r}")
