@@ -11,6 +11,7 @@ of their own order only.
 from __future__ import annotations
 
 import asyncio
+import functools
 from datetime import timedelta
 from typing import Any
 
@@ -29,6 +30,8 @@ from services.api_auth import create_token
 from services.clock import FakeClock
 from services.db import utcnow
 from tests.conftest import Running, SystemFactory, charge_point, eventually, register
+from tests.e2e.test_work_orders import _problem
+from tests.work_order_helpers import assert_rows_are_the_fold_of_their_timelines
 
 
 class Recovering16(Cp16):  # type: ignore[misc]
@@ -370,3 +373,54 @@ async def test_released_from_hold_the_remote_fix_goes_on_where_it_stopped(
                 "ChangeAvailability:1:Operative",
                 "Reset:Soft",
             ]
+
+
+async def _one_s1_order(running: Running, station: str) -> list[dict[str, Any]] | None:
+    """The station's orders once exactly one is active and it is S1, with both reports."""
+    r = await running.api.get("/api/v1/work-orders", params={"charger_id": station})
+    items: list[dict[str, Any]] = r.json()["items"]
+    active = [o for o in items if o["state"] != "cancelled"]
+    reports = sum(o["occurrences"] for o in items)
+    ok = len(active) == 1 and active[0]["severity"] == "S1" and reports == 2
+    return items if ok else None
+
+
+async def test_201_problem_and_faulted_status_are_one_order_and_the_lockout_stays(
+    system_factory: SystemFactory,
+) -> None:
+    """A 2.0.1 station reports a welded contactor (NotifyEvent CX017, S1) and its connector
+    Faulted, in either order: one order, locked out, no remote fix. The bare Faulted used to
+    open a second (S2 port-down) order whose playbook cycled the connector back to
+    Operative and reset the station, undoing the lockout."""
+    clock = FakeClock(utcnow())
+    async with system_factory(clock=clock, ticketing_scan_interval=3600) as running:
+        await _technician(running.api)
+        stations = {"CP-CX-FIRST": "problem first", "CP-ST-FIRST": "status first"}
+        for station, first in stations.items():
+            await register(running.api, station)
+            async with charge_point(running, station, "2.0.1", cp_class=Stubborn201) as cp:
+                await cp.call(
+                    call201.BootNotification(
+                        charging_station={"vendor_name": "V", "model": "M"}, reason="PowerUp"
+                    )
+                )
+                at = utcnow().replace(microsecond=0)
+                faulted = call201.StatusNotification(
+                    timestamp=at.isoformat(), connector_status="Faulted", evse_id=1, connector_id=1
+                )
+                reports = [_problem(7, at, raised=True), faulted]
+                for report in reports if first == "problem first" else reports[::-1]:
+                    await cp.call(report)
+
+                items = await eventually(functools.partial(_one_s1_order, running, station))
+                [order] = [o for o in items if o["state"] != "cancelled"]
+                assert order["severity"] == "S1" and order["state"] == "dispatched", first
+                if first == "status first":  # the bare Faulted's order went into the S1 one
+                    [generic] = [o for o in items if o["state"] == "cancelled"]
+                    assert generic["absorbed_by"] == order["id"]
+                runner = running.system.ticketing.remediation
+                for _ in range(6):
+                    await runner.run_once()
+                    clock.advance(timedelta(seconds=301))
+                assert cp.cp.received == ["ChangeAvailability:Inoperative"], first
+        await assert_rows_are_the_fold_of_their_timelines(running)

@@ -6,6 +6,8 @@ the unique ``dedupe_key`` — and a repeat appends an occurrence. A charger-leve
 later faults; a site-level order absorbs its chargers'. Absorption is between orders
 the engine opened from charger behaviour (:data:`ENGINE_SOURCES`): an order opened by hand
 (a manual site or charger order, a complaint) neither absorbs faults nor is absorbed. A
+bare Faulted status (:data:`GENERIC`) on a port is an occurrence of the port's order for a
+reported problem, which absorbs the port's bare-Faulted order if that came first. A
 repeat on a resolved or verified order reopens it.
 
 A pattern (:data:`PATTERN_KINDS`: reboot loop, flapping, site down) is not cured by one
@@ -38,6 +40,9 @@ ASSETS = table_of(ChargerAsset)
 ENGINE_SOURCES = ("fault", "offline")
 #: Derived kinds (``error_code``) that a single healthy report does not resolve.
 PATTERN_KINDS = ("RebootLoop", "Flapping", "SiteDown")
+#: The ``error_code`` of a bare Faulted status (2.0.1 StatusNotification Faulted, 1.6
+#: Faulted with NoError): the port is down, the report says nothing of why.
+GENERIC = "Faulted"
 
 
 @dataclass(frozen=True)
@@ -130,6 +135,42 @@ def _covers(parent: str, child: str) -> bool:
     return "/" in child and "/" not in parent and child.split("/", 1)[0] == parent
 
 
+def _is_generic(fault: FaultInput) -> bool:
+    """A bare Faulted status, without a code (see :data:`GENERIC`)."""
+    return fault.error_code == GENERIC and not fault.detail.get("code")
+
+
+def _port_orders(
+    conn: Connection, charger_id: str, connector: str, *, generic: bool
+) -> list[store.Order]:
+    """Active orders the engine opened from faults on ``connector`` of the charger (or on
+    its EVSE, or on one of its connectors): bare-Faulted ones, or the others (patterns
+    excluded), most severe first."""
+    query = (
+        select(WORK_ORDERS)
+        .where(
+            WORK_ORDERS.c.charger_id == bindparam("b_charger"),
+            WORK_ORDERS.c.state.in_(ACTIVE),
+            WORK_ORDERS.c.source == "fault",
+            WORK_ORDERS.c.connector.isnot(None),
+            WORK_ORDERS.c.connector != "0",
+            (WORK_ORDERS.c.error_code == GENERIC)
+            if generic
+            else WORK_ORDERS.c.error_code.notin_((GENERIC, *PATTERN_KINDS)),
+        )
+        .order_by(WORK_ORDERS.c.severity, WORK_ORDERS.c.id)
+        .with_for_update()
+    )
+    rows = conn.execute(query, {"b_charger": charger_id}).mappings().all()
+    return [
+        dict(r)
+        for r in rows
+        if r["connector"] == connector
+        or _covers(r["connector"], connector)
+        or _covers(connector, r["connector"])
+    ]
+
+
 def _absorbing_order(conn: Connection, fault: FaultInput) -> store.Order | None:
     """An open site-level or charger/EVSE-level order this fault belongs to."""
     if fault.site_id is not None and fault.charger_id is not None:
@@ -179,6 +220,14 @@ def report(conn: Connection, ctx: OpContext, fault: FaultInput) -> store.Order:
     absorbing = _absorbing_order(conn, fault)
     if absorbing is not None:
         return occurrence(conn, ctx, absorbing, fault, absorbed=True)
+    if fault.charger_id is not None and fault.connector not in (None, "0") and _is_generic(fault):
+        # One fault, two reports: a 2.0.1 station reports a problem (NotifyEvent) and its
+        # connector Faulted. The bare Faulted belongs to the order of the problem on that
+        # port; on its own it opened a second order whose remote fix (availability cycle
+        # back to Operative, reset) undid the first one's S1 lockout.
+        specific = _port_orders(conn, fault.charger_id, fault.connector, generic=False)
+        if specific:
+            return occurrence(conn, ctx, specific[0], fault, absorbed=True)
     key = dedupe_key(fault)
     existing = store.open_by_key(conn, key)
     if existing is not None:
@@ -225,6 +274,17 @@ def open_order(conn: Connection, ctx: OpContext, fault: FaultInput, key: str) ->
         event_id=fault.event_id,
     )
     order = _absorb_children(conn, ctx, order)
+    if order["charger_id"] is not None and order["connector"] not in (None, "0"):
+        if (
+            fault.source == "fault"
+            and not _is_generic(fault)
+            and fault.error_code not in PATTERN_KINDS
+        ):
+            # the bare-Faulted order of this port was this fault, reported before its cause
+            for generic in _port_orders(
+                conn, order["charger_id"], order["connector"], generic=True
+            ):
+                order = _absorb(conn, ctx, order, generic)
     return remediation.begin(conn, ctx, order)
 
 
@@ -260,31 +320,38 @@ def _absorb_children(conn: Connection, ctx: OpContext, parent: store.Order) -> s
             parent["connector"], child["connector"] or ""
         ):
             continue
-        store.change(
-            conn,
-            ctx,
-            child,
-            kind="absorbed",
-            to_state="cancelled",
-            changes={
-                "absorbed_by": parent["id"],
-                "dedupe_key": None,
-                "resolution": "absorbed",
-                "closed_at": ctx.now,
-            },
-            note=f"absorbed by #{parent['id']} ({parent['title']})",
-            notify="cancelled",
-        )
-        parent = store.change(
-            conn,
-            ctx,
-            parent,
-            kind="absorbed_order",
-            changes=_at_least(conn, parent, child["priority"], child["severity"]),
-            note=f"absorbed #{child['id']} ({child['title']})",
-            data={"order_id": child["id"]},
-        )
+        parent = _absorb(conn, ctx, parent, child)
     return parent
+
+
+def _absorb(
+    conn: Connection, ctx: OpContext, parent: store.Order, child: store.Order
+) -> store.Order:
+    """Cancel ``child`` as absorbed by ``parent``, which takes its urgency."""
+    store.change(
+        conn,
+        ctx,
+        child,
+        kind="absorbed",
+        to_state="cancelled",
+        changes={
+            "absorbed_by": parent["id"],
+            "dedupe_key": None,
+            "resolution": "absorbed",
+            "closed_at": ctx.now,
+        },
+        note=f"absorbed by #{parent['id']} ({parent['title']})",
+        notify="cancelled",
+    )
+    return store.change(
+        conn,
+        ctx,
+        parent,
+        kind="absorbed_order",
+        changes=_at_least(conn, parent, child["priority"], child["severity"]),
+        note=f"absorbed #{child['id']} ({child['title']})",
+        data={"order_id": child["id"]},
+    )
 
 
 def _at_least(
