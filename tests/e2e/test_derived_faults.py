@@ -185,6 +185,38 @@ async def test_offline_too_long_opens_one_order_and_reconnecting_resolves_it(
     await assert_rows_are_the_fold_of_their_timelines(running)
 
 
+async def test_reconnecting_gives_back_the_port_faults_the_offline_order_absorbed(
+    running: Running, clock: FakeClock
+) -> None:
+    """An S1 ground fault absorbed by the offline order is not cured by the reconnection:
+    the connector still reports it (a 1.6 charger does not repeat its status after a
+    reconnect), so it comes back as an order of its own, locked out and dispatched. It
+    used to stay cancelled while the offline order resolved: no order at all."""
+    charger_id = "CP-DF-OFF-GF"
+    await register(running.api, charger_id)
+    async with charge_point(running, charger_id) as cp:
+        await _boot16(cp)
+        await _status16(cp, 1, "Faulted", utcnow(), "GroundFailure")
+        (fault,) = await eventually(lambda: _orders(running, charger_id=charger_id))
+    await eventually(lambda: _online(running, charger_id, False))
+    since = (await _asset(running, charger_id))["offline_since"]
+    clock.set(since + timedelta(seconds=running.system.settings.offline_order_after + 1))
+    assert (await running.system.ticketing.scanner.run_once()).offline_orders == 1
+    assert (await get_order(running, fault["id"]))["absorbed_by"] is not None
+    async with charge_point(running, charger_id):
+
+        async def settled() -> list[dict[str, Any]] | None:
+            items = await _orders(running, charger_id=charger_id)
+            return items if len(items) == 3 else None
+
+        fault_order, offline_order, reinstated = await eventually(settled)
+    assert offline_order["source"] == "offline" and offline_order["state"] == "resolved"
+    assert fault_order["state"] == "cancelled"
+    assert reinstated["parent_id"] == fault["id"] and reinstated["connector"] == "1"
+    assert reinstated["severity"] == "S1" and reinstated["state"] in ACTIVE
+    await assert_rows_are_the_fold_of_their_timelines(running)
+
+
 # ------------------------------------------------------------------ 2. reboot loop
 async def test_reboot_loop_opens_one_order_and_more_boots_are_occurrences(
     running: Running, clock: FakeClock
@@ -330,6 +362,38 @@ async def test_charger_level_order_absorbs_its_connectors_orders(running: Runnin
         assert len(await _orders(running, charger_id=charger_id)) == 3
         assert len(await _orders(running, charger_id=charger_id, open_only=True)) == 1
     await assert_rows_are_the_fold_of_their_timelines(running)
+
+
+async def test_charger_level_order_resolved_gives_back_the_port_faults_still_reported(
+    running: Running,
+) -> None:
+    """Connector 0 recovers: its order resolves; of the port orders it absorbed, the one
+    whose connector still reports its fault comes back as an order of its own, the one
+    cleared meanwhile does not."""
+    charger_id = "CP-DF-ABS-BACK"
+    await register(running.api, charger_id)
+    base = utcnow().replace(microsecond=0)
+    async with charge_point(running, charger_id) as cp:
+        await _boot16(cp)
+        await _status16(cp, 1, "Faulted", base, "ConnectorLockFailure")
+        await _status16(cp, 2, "Faulted", base, "GroundFailure")
+        await eventually(lambda: _count(running, charger_id, 2))
+        await _status16(cp, 0, "Faulted", base + timedelta(seconds=1), "InternalError")
+        await eventually(lambda: _count(running, charger_id, 3))
+        await _status16(cp, 1, "Available", base + timedelta(seconds=2))
+        await _status16(cp, 0, "Available", base + timedelta(seconds=3))
+        items = await eventually(lambda: _count(running, charger_id, 4))
+    port1, port2, parent, back = items
+    assert parent["connector"] == "0" and parent["state"] == "resolved"
+    assert port1["state"] == port2["state"] == "cancelled"
+    assert back["parent_id"] == port2["id"] and back["connector"] == "2"
+    assert back["category"] == port2["category"] and back["state"] in ACTIVE
+    await assert_rows_are_the_fold_of_their_timelines(running)
+
+
+async def _count(running: Running, charger_id: str, n: int) -> list[dict[str, Any]] | None:
+    items = await _orders(running, charger_id=charger_id)
+    return items if len(items) == n else None
 
 
 # ------------------------------------------------------------------ 5. site wide

@@ -329,3 +329,4 @@ def site_recovered(conn: Connection, ctx: OpContext, site_id: str | None) -> Non
             resolution,
             note="every charger of the site is back online",
         )
+        faults.reinstate_absorbed(conn, ctx, order)

@@ -28,14 +28,15 @@ from sqlalchemy.engine import Connection
 from services.db import table_of
 from ticketing.remediation import start as remediation
 from ticketing.rules.model import Classification
-from ticketing.tables import ChargerAsset
+from ticketing.tables import ChargerAsset, FaultReport
 from ticketing.work_orders import store, transitions
 from ticketing.work_orders.context import OpContext
 from ticketing.work_orders.policy import policy_for_order, policy_id_for
 from ticketing.work_orders.states import ACTIVE
-from ticketing.work_orders.timeline import WORK_ORDERS
+from ticketing.work_orders.timeline import ENTRIES, WORK_ORDERS
 
 ASSETS = table_of(ChargerAsset)
+FAULT_REPORTS = table_of(FaultReport)
 #: Work-order sources the engine opens (the rest are people's: manual, complaint, ...).
 ENGINE_SOURCES = ("fault", "offline")
 #: Derived kinds (``error_code``) that a single healthy report does not resolve.
@@ -410,4 +411,74 @@ def healthy(
                 event_id=event_id,
             )
         )
+        reinstate_absorbed(conn, ctx, order)
     return resolved
+
+
+_ABSORBED_IDS = select(ENTRIES.c.changes).where(
+    ENTRIES.c.order_id == bindparam("b_order"), ENTRIES.c.kind == "absorbed_order"
+)
+_LAST_REPORT = (
+    select(FAULT_REPORTS.c.kind)
+    .where(
+        FAULT_REPORTS.c.charger_id == bindparam("b_charger"),
+        FAULT_REPORTS.c.connector == bindparam("b_connector"),
+    )
+    .order_by(FAULT_REPORTS.c.received_at.desc(), FAULT_REPORTS.c.handled_at.desc())
+    .limit(1)
+)
+#: what a reinstated order takes from the order it reinstates
+_CARRIED = (
+    "source", "type", "charger_id", "connector", "site_id", "category", "severity", "impact",
+    "urgency", "priority", "rule_name", "playbook", "skill", "error_code", "team_id",
+    "fault_received_at",
+)  # fmt: skip
+
+
+def reinstate_absorbed(conn: Connection, ctx: OpContext, parent: store.Order) -> list[store.Order]:
+    """``parent`` (a charger- or site-level order) resolved by the charger's (or site's)
+    recovery: the port faults it absorbed whose last report is still a raise come back as
+    orders of their own (follow-ups of the absorbed ones).
+
+    Decision: absorbed orders are cancelled, and an offline order is resolved by the
+    reconnection alone; a connector still reporting its fault (a 1.6 charger does not
+    repeat its StatusNotification after a reconnect) was left without any order, an S1
+    ground fault included. Offline orders absorbed in turn are looked through (their
+    charger is back); the fault reports (raised/cleared) tell what persists."""
+    reinstated: list[store.Order] = []
+    for child in _absorbed(conn, parent):
+        if child["source"] == "offline" or child["charger_id"] is None:
+            reinstated += reinstate_absorbed(conn, ctx, child)
+            continue
+        last = conn.execute(
+            _LAST_REPORT, {"b_charger": child["charger_id"], "b_connector": child["connector"]}
+        ).scalar()
+        key = f"{child['charger_id']}|{child['connector']}|{child['category']}"
+        if last != "raised" or store.open_by_key(conn, key) is not None:
+            continue
+        order = store.create(
+            conn,
+            ctx.as_actor("system:charger"),
+            {
+                **{k: child[k] for k in _CARRIED},
+                "title": child["title"],
+                "dedupe_key": key,
+                "parent_id": child["id"],
+                "sla_policy_id": policy_for_order(conn, child, assignee_id=None),
+            },
+            note=f"#{parent['id']} resolved, but the fault of absorbed #{child['id']} "
+            "was not cleared",
+        )
+        reinstated.append(remediation.begin(conn, ctx, order))
+    return reinstated
+
+
+def _absorbed(conn: Connection, parent: store.Order) -> list[store.Order]:
+    """The orders ``parent`` absorbed (cancelled into it), oldest first."""
+    ids = [
+        int(changes["data"]["order_id"])
+        for changes in conn.execute(_ABSORBED_IDS, {"b_order": parent["id"]}).scalars()
+        if isinstance(changes, dict) and "order_id" in changes.get("data", {})
+    ]
+    children = [store.load(conn, i) for i in sorted(set(ids))]
+    return [c for c in children if c is not None and c["absorbed_by"] == parent["id"]]
