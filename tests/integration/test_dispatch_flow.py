@@ -697,3 +697,28 @@ async def test_metrics_follow_the_flows(system_factory: SystemFactory) -> None:
             frozenset({("state", "dispatched"), ("priority", "P1")}): 1,
             frozenset({("state", "resolved"), ("priority", cls["priority"])}): 1,
         }
+
+
+async def test_a_person_resolving_as_recovered_is_not_counted_auto_resolved(
+    system_factory: SystemFactory,
+) -> None:
+    """chargeops_work_orders_auto_resolved_total counts orders resolved without a person:
+    a dispatcher (or technician) recording self_recovered / resolved_remotely by hand
+    counted there too, inflating the remote-resolution figure operators watch."""
+    clock = FakeClock(utcnow())
+    async with _system(system_factory, clock) as running:
+        api = running.api
+        before = await _metrics(api)
+        for resolution in ("self_recovered", "resolved_remotely"):
+            order = await _create(api)
+            done = await _moved(api, order["id"], "resolved", resolution=resolution)
+            assert done["resolution"] == resolution
+        after = await _metrics(api)
+        auto = "chargeops_work_orders_auto_resolved_total"
+        assert _value(after, auto) - _value(before, auto) == 0
+        transitions = "chargeops_work_order_transitions_total"
+        assert (
+            _value(after, transitions, state="resolved")
+            - _value(before, transitions, state="resolved")
+            == 2
+        )

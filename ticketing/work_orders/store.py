@@ -192,7 +192,8 @@ def change(
     if to_state is not None:
         ctx.later(lambda: metrics.WORK_ORDER_TRANSITIONS.labels(to_state).inc())
         resolution = fields.get("resolution")
-        if to_state == "resolved" and resolution in AUTOMATIC:
+        # a person may record a recovery they found (self_recovered): not "without a person"
+        if to_state == "resolved" and resolution in AUTOMATIC and ctx.actor.startswith("system"):
             ctx.later(lambda: metrics.WORK_ORDERS_AUTO_RESOLVED.labels(resolution).inc())
     if notify is not None:
         publish(conn, ctx, updated, notify, seq=seq, data=data)
