@@ -356,3 +356,56 @@ async def test_16_status_change_with_the_error_still_set_keeps_the_order_open(
             done = await eventually(resolved)
             assert done["resolution"] == "self_recovered"
         await assert_rows_are_the_fold_of_their_timelines(running)
+
+
+async def test_201_problem_cleared_while_the_port_stays_faulted_keeps_its_order(
+    running: Running,
+) -> None:
+    """A 2.0.1 station's bare Faulted status is part of its problem's order (a cut cable,
+    CX026: vandalism). The problem cleared while the connector still reports Faulted: the
+    port is down, the order stays; the connector Available resolves it, whatever the
+    category of the problem."""
+    charger_id = "CP-WO-201-CUT"
+    await register(running.api, charger_id)
+    async with charge_point(running, charger_id, "2.0.1") as cp:
+        await cp.call(
+            call201.BootNotification(
+                charging_station={"vendor_name": "V", "model": "M"}, reason="PowerUp"
+            )
+        )
+        at = utcnow().replace(microsecond=0)
+
+        def status(connector_status: str, seconds: int) -> call201.StatusNotification:
+            return call201.StatusNotification(
+                timestamp=(at + timedelta(seconds=seconds)).isoformat(),
+                connector_status=connector_status,
+                evse_id=1,
+                connector_id=1,
+            )
+
+        await cp.call(_problem(1, at, raised=True, code="CX026"))
+        await cp.call(status("Faulted", 1))
+
+        async def both() -> dict[str, Any] | None:
+            items = await _orders(running, charger_id)
+            return items[0] if len(items) == 1 and items[0]["occurrences"] == 2 else None
+
+        order = await eventually(both)
+        assert order["category"] == "vandalism" and order["severity"] == "S1"
+        await cp.call(_problem(2, at + timedelta(seconds=2), raised=False, code="CX026"))
+
+        async def cleared() -> bool:
+            r = await running.api.get("/api/v1/faults", params={"charger_id": charger_id})
+            return any(f["kind"] == "cleared" for f in r.json())
+
+        await eventually(cleared)
+        assert (await get_order(running, order["id"]))["state"] == order["state"] == "new"
+        await cp.call(status("Available", 3))
+
+        async def resolved() -> dict[str, Any] | None:
+            o = await get_order(running, order["id"])
+            return o if o["state"] == "resolved" else None
+
+        done = await eventually(resolved)
+        assert done["resolution"] == "self_recovered"
+    await assert_rows_are_the_fold_of_their_timelines(running)

@@ -473,6 +473,38 @@ def reinstate_absorbed(conn: Connection, ctx: OpContext, parent: store.Order) ->
     return reinstated
 
 
+_STATUS_REPORTS = (
+    select(FAULT_REPORTS.c.connector, FAULT_REPORTS.c.kind)
+    .where(
+        FAULT_REPORTS.c.charger_id == bindparam("b_charger"),
+        FAULT_REPORTS.c.source == "status_notification",
+        or_(
+            FAULT_REPORTS.c.connector == bindparam("b_connector"),
+            FAULT_REPORTS.c.connector.like(bindparam("b_below")),
+        ),
+    )
+    .order_by(FAULT_REPORTS.c.received_at.desc(), FAULT_REPORTS.c.handled_at.desc())
+    .limit(200)
+)
+
+
+def port_still_faulted(conn: Connection, charger_id: str, connector: str) -> bool:
+    """Does the port (or a connector of the EVSE) still report a fault in its status (its
+    last status fault report a raise)? For a problem cleared by a NotifyEvent, which
+    carries no status: the bare Faulted of the port was merged into the problem's order."""
+    rows = conn.execute(
+        _STATUS_REPORTS,
+        {"b_charger": charger_id, "b_connector": connector, "b_below": f"{connector}/%"},
+    ).all()
+    seen: set[str] = set()
+    for key, kind in rows:
+        if key not in seen:
+            seen.add(key)
+            if kind == "raised":
+                return True
+    return False
+
+
 def _absorbed(conn: Connection, parent: store.Order) -> list[store.Order]:
     """The orders ``parent`` absorbed (cancelled into it), oldest first."""
     ids = [

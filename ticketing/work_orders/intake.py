@@ -192,13 +192,23 @@ def on_fault_cleared(conn: Connection, ctx: OpContext, event: FaultCleared) -> N
     conn.execute(_INSERT_REPORT, _report_row(event, ctx.now))
     if event.status is not None and event.status not in HEALTHY:
         return  # the fault changed, the connector is not healthy (e.g. Unavailable)
-    cls = classify(conn, _signature(event, faults.asset_of(conn, event.charger_id)))
+    key = event.connector.key
+    if event.status is None and faults.port_still_faulted(conn, event.charger_id, key):
+        return  # a problem cleared (NotifyEvent), but the port's status is still Faulted
+    categories: frozenset[str] | None
+    if event.error_code == faults.GENERIC and not (event.vendor_error_code or event.tech_code):
+        # a bare Faulted cleared into a usable status: it went into the order of the
+        # port's problem, whatever its category (see faults.report)
+        categories = None
+    else:
+        cls = classify(conn, _signature(event, faults.asset_of(conn, event.charger_id)))
+        categories = frozenset({cls.category})
     faults.healthy(
         conn,
         ctx,
         charger_id=event.charger_id,
-        connector=event.connector.key,
-        categories=frozenset({cls.category}),
+        connector=key,
+        categories=categories,
         source="fault",
         event_id=event.event_id,
         why=f"{event.error_code} cleared by the charger",
