@@ -32,6 +32,7 @@ from services.db import utcnow
 from tests.conftest import Running, SystemFactory, charge_point, eventually, register
 from tests.e2e.test_work_orders import _problem
 from tests.work_order_helpers import assert_rows_are_the_fold_of_their_timelines
+from ticketing.remediation.runner import RemediationRunner
 
 
 class Recovering16(Cp16):  # type: ignore[misc]
@@ -424,3 +425,68 @@ async def test_201_problem_and_faulted_status_are_one_order_and_the_lockout_stay
                     clock.advance(timedelta(seconds=301))
                 assert cp.cp.received == ["ChangeAvailability:Inoperative"], first
         await assert_rows_are_the_fold_of_their_timelines(running)
+
+
+class SlowToTrigger16(Cp16):  # type: ignore[misc]
+    """Takes a while to answer TriggerMessage; counts what it was sent."""
+
+    received: list[str]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.received = []
+
+    @on(Action16.trigger_message)
+    async def on_trigger(self, requested_message: str, **_: Any) -> result16.TriggerMessage:
+        self.received.append(f"TriggerMessage:{requested_message}")
+        await asyncio.sleep(0.5)
+        return result16.TriggerMessage(status="Accepted")
+
+
+async def test_a_second_runner_does_not_send_the_step_in_flight_again(
+    system_factory: SystemFactory,
+) -> None:
+    """Runners (one per ticketing replica) share the remediations through a lease. While
+    one waits for the charger's answer, the lease covers the call timeout: another runner
+    finding the remediation later (its first lease of 120 s run out, as when a runner
+    works through many unanswered chargers one after another) does not send the same
+    command again."""
+    clock = FakeClock(utcnow())
+    async with system_factory(clock=clock, ticketing_scan_interval=3600) as running:
+        await _technician(running.api)
+        await register(running.api, "CP-TWO-RUNNERS")
+        async with charge_point(running, "CP-TWO-RUNNERS", cp_class=SlowToTrigger16) as cp:
+            await cp.call(call16.BootNotification(charge_point_vendor="V", charge_point_model="M"))
+            await cp.call(
+                call16.StatusNotification(
+                    connector_id=1, error_code="InternalError", status="Faulted"
+                )
+            )
+
+            async def in_remote_fix() -> dict[str, Any] | None:
+                order = await _order(running, "CP-TWO-RUNNERS")
+                return order if order and order["state"] == "remote_fix" else None
+
+            await eventually(in_remote_fix)
+            first = running.system.ticketing.remediation
+            second = RemediationRunner(
+                first.committer,
+                first.bus,
+                clock,
+                call_timeout=first.call_timeout,
+                reset_budget=first.reset_budget,
+                reset_window=first.reset_window,
+                interval=3600,
+            )
+            in_flight = asyncio.create_task(first.run_once())
+            await eventually(lambda: _received(cp))
+            clock.advance(timedelta(seconds=121))
+            await second.run_once()
+            await in_flight
+            assert cp.cp.received == ["TriggerMessage:StatusNotification"]
+            order = await _order(running, "CP-TWO-RUNNERS")
+            assert order is not None and len(_attempts(order)) == 1
+
+
+async def _received(cp: Any) -> bool:
+    return bool(cp.cp.received)

@@ -1,13 +1,15 @@
 """Runs remediation playbooks: one step at a time, a wait for recovery after each.
 
 Each due remediation (``next_at`` passed) is claimed with a lease (``FOR UPDATE SKIP
-LOCKED`` on PostgreSQL, so replicas share the work), then: if the fault cleared meanwhile
-the order is already ``resolved`` (as ``resolved_remotely``) and the remediation
-succeeded; if someone took the order over, it stops; otherwise the next step's command is
-sent over the bus (outside any transaction), and its outcome is written to the order's
-timeline and the remediation's attempts. After the last step's wait an order still in
-``remote_fix`` goes to dispatch, its attempts attached. Resets never run during a
-transaction unless the step allows it, and automatic resets are limited per charger.
+LOCKED`` on PostgreSQL, so replicas share the work; the lease is ``next_at`` itself,
+renewed to cover each command in flight, and a runner that finds it changed lets go),
+then: if the fault cleared meanwhile the order is already ``resolved`` (as
+``resolved_remotely``) and the remediation succeeded; if someone took the order over, it
+stops; otherwise the next step's command is sent over the bus (outside any transaction),
+and its outcome is written to the order's timeline and the remediation's attempts. After
+the last step's wait an order still in ``remote_fix`` goes to dispatch, its attempts
+attached. Resets never run during a transaction unless the step allows it, and automatic
+resets are limited per charger.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import functools
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import select
@@ -42,7 +44,7 @@ log = logging.getLogger(__name__)
 LEASE_S = 120.0
 RESET_SIGNAL = "auto_reset"
 
-Kind = Literal["step", "over_budget", "succeeded", "stopped", "exhausted", "done"]
+Kind = Literal["step", "over_budget", "succeeded", "stopped", "exhausted", "done", "lost"]
 
 
 @dataclass(frozen=True)
@@ -54,9 +56,15 @@ class Decision:
     index: int = 0
     step: Step | None = None
     mode: str = "remote_first"
+    #: the lease this runner holds on the remediation (its ``next_at``) after the decision
+    lease: datetime | None = None
 
 
-def claim_due(conn: Connection, ctx: OpContext, limit: int = 20) -> list[int]:
+def claim_due(
+    conn: Connection, ctx: OpContext, limit: int = 20
+) -> tuple[list[int], datetime | None]:
+    """Claim up to ``limit`` due remediations: their ``next_at`` becomes our lease's end
+    (returned); whoever finds a remediation's ``next_at`` changed no longer holds it."""
     rows = conn.execute(
         select(REMEDIATIONS.c.order_id)
         .where(REMEDIATIONS.c.state == "running", REMEDIATIONS.c.next_at <= ctx.now)
@@ -65,13 +73,26 @@ def claim_due(conn: Connection, ctx: OpContext, limit: int = 20) -> list[int]:
         .with_for_update(skip_locked=True)
     ).scalars()
     ids = [int(r) for r in rows]
-    if ids:
-        conn.execute(
-            REMEDIATIONS.update()
-            .where(REMEDIATIONS.c.order_id.in_(ids))
-            .values(next_at=ctx.now + timedelta(seconds=LEASE_S), updated_at=ctx.now)
-        )
-    return ids
+    if not ids:
+        return [], None
+    lease = ctx.now + timedelta(seconds=LEASE_S)
+    conn.execute(
+        REMEDIATIONS.update()
+        .where(REMEDIATIONS.c.order_id.in_(ids))
+        .values(next_at=lease, updated_at=ctx.now)
+    )
+    return ids, lease
+
+
+def _renew(conn: Connection, ctx: OpContext, order_id: int, hold_s: float) -> datetime:
+    """Hold the remediation ``hold_s`` more seconds (for a command in flight)."""
+    lease = ctx.now + timedelta(seconds=hold_s)
+    conn.execute(
+        REMEDIATIONS.update()
+        .where(REMEDIATIONS.c.order_id == order_id)
+        .values(next_at=lease, updated_at=ctx.now)
+    )
+    return lease
 
 
 def _load(conn: Connection, order_id: int) -> dict[str, Any] | None:
@@ -86,11 +107,27 @@ def _load(conn: Connection, order_id: int) -> dict[str, Any] | None:
 
 
 def decide(
-    conn: Connection, ctx: OpContext, order_id: int, budget: int, window_s: float
+    conn: Connection,
+    ctx: OpContext,
+    order_id: int,
+    budget: int,
+    window_s: float,
+    *,
+    lease: datetime | None = None,
+    hold_s: float = LEASE_S,
 ) -> Decision:
+    """What to do next for the remediation of ``order_id``, held under ``lease`` (None:
+    unchecked). A step to send renews the lease for ``hold_s`` (the command's timeout and
+    a margin), so that no other runner claims it while the command is in flight.
+
+    Decision: a runner works through its claimed remediations one after another, each
+    step waiting up to the call timeout; a lease that ran out meanwhile let another
+    replica claim the same remediation and send the same command a second time."""
     rem = _load(conn, order_id)
     if rem is None or rem["state"] != "running":
         return Decision("stopped", order_id)
+    if lease is not None and rem["next_at"] != lease:
+        return Decision("lost", order_id)
     order = store.load(conn, order_id)
     book = playbooks().get(rem["playbook"])
     base = {"order_id": order_id, "charger_id": rem["charger_id"], "connector": rem["connector"]}
@@ -105,9 +142,9 @@ def decide(
         return Decision("done" if book.mode == "lockout" else "exhausted", **base, mode=book.mode)
     step = book.steps[index]
     resets = signals_in_window(conn, ctx, rem["charger_id"], RESET_SIGNAL, window_s)
-    if step.command == "reset" and resets >= budget:
-        return Decision("over_budget", **base, index=index, step=step, mode=book.mode)
-    return Decision("step", **base, index=index, step=step, mode=book.mode)
+    kind: Kind = "over_budget" if step.command == "reset" and resets >= budget else "step"
+    held = _renew(conn, ctx, order_id, hold_s)
+    return Decision(kind, **base, index=index, step=step, mode=book.mode, lease=held)
 
 
 def _describe(step: Step, reply: CommandReply | None, refused: str | None) -> str:
@@ -125,13 +162,14 @@ def record(
     params: dict[str, Any],
     reply: CommandReply | None,
     refused: str | None = None,
-) -> float:
-    """Write one attempt; returns how long to wait before the next step."""
+) -> tuple[float, datetime | None]:
+    """Write one attempt; returns how long to wait before the next step and the lease
+    held meanwhile (None: the remediation is gone)."""
     assert decision.step is not None
     rem = _load(conn, decision.order_id)
     order = store.load(conn, decision.order_id)
     if rem is None or order is None:
-        return 0.0
+        return 0.0, None
     attempt = {
         "step": decision.index,
         "command": decision.step.command,
@@ -149,13 +187,15 @@ def record(
         signal(conn, ctx, decision.charger_id, "0", RESET_SIGNAL, 86400.0)
     book = playbooks()[rem["playbook"]]
     next_step = len(book.steps) if offline else decision.index + 1
+    # no wait: this runner goes on at once, still holding it
+    next_at = ctx.now + timedelta(seconds=wait if wait > 0 else LEASE_S)
     conn.execute(
         REMEDIATIONS.update()
         .where(REMEDIATIONS.c.order_id == decision.order_id)
         .values(
             step=next_step,
             attempts=[*rem["attempts"], attempt],
-            next_at=ctx.now + timedelta(seconds=wait),
+            next_at=next_at,
             updated_at=ctx.now,
         )
     )
@@ -169,12 +209,12 @@ def record(
     )
     outcome = attempt["outcome"]
     ctx.later(lambda: metrics.ATTEMPTS.labels(decision.step.command, outcome).inc())  # type: ignore[union-attr]
-    return wait
+    return wait, next_at
 
 
 def finish(conn: Connection, ctx: OpContext, decision: Decision) -> None:
     rem = _load(conn, decision.order_id)
-    if rem is None or rem["state"] != "running":
+    if rem is None or rem["state"] != "running" or decision.kind == "lost":
         return
     state = {"exhausted": "failed"}.get(decision.kind, decision.kind)
     conn.execute(
@@ -200,6 +240,18 @@ def finish(conn: Connection, ctx: OpContext, decision: Decision) -> None:
         data={"attempts": attempts},
     )
     dispatching.auto_assign(conn, ctx, order)
+
+
+def _decide(
+    order_id: int,
+    budget: int,
+    window_s: float,
+    lease: datetime | None,
+    hold_s: float,
+    conn: Connection,
+    ctx: OpContext,
+) -> Decision:
+    return decide(conn, ctx, order_id, budget, window_s, lease=lease, hold_s=hold_s)
 
 
 def _finish(decision: Decision, conn: Connection, ctx: OpContext) -> None:
@@ -237,33 +289,38 @@ class RemediationRunner:
 
     async def run_once(self) -> int:
         """Advance every remediation that is due; returns how many were looked at."""
-        order_ids = await tx.transact(self.committer, lambda c: claim_due(c, self._ctx()))
+        order_ids, lease = await tx.transact(self.committer, lambda c: claim_due(c, self._ctx()))
         for order_id in order_ids:
             try:
-                await self._advance(order_id)
+                await self._advance(order_id, lease)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("remediation of work order %s failed; retried later", order_id)
         return len(order_ids)
 
-    async def _advance(self, order_id: int) -> None:
+    async def _advance(self, order_id: int, lease: datetime | None) -> None:
+        hold = LEASE_S + self.call_timeout
         while True:
-            ctx = self._ctx()
             decision = await store.run(
                 self.committer,
-                ctx,
-                lambda c, x: decide(c, x, order_id, self.reset_budget, self.reset_window),
+                self._ctx(),
+                functools.partial(
+                    _decide, order_id, self.reset_budget, self.reset_window, lease, hold
+                ),
             )
+            if decision.kind == "lost":
+                log.info("remediation of work order %s: claimed by another runner", order_id)
+                return
             if decision.kind in ("step", "over_budget"):
-                wait = await self._step(decision)
-                if wait > 0:
+                wait, lease = await self._step(decision)
+                if wait > 0 or lease is None:
                     return
                 continue
             await store.run(self.committer, self._ctx(), functools.partial(_finish, decision))
             return
 
-    async def _step(self, decision: Decision) -> float:
+    async def _step(self, decision: Decision) -> tuple[float, datetime | None]:
         assert decision.step is not None
         step = decision.step
         params = step.bind(decision.connector)
