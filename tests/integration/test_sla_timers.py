@@ -4,7 +4,7 @@ time on hold does not count."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from services.clock import FakeClock
@@ -109,3 +109,30 @@ async def test_time_on_hold_does_not_count(system_factory: SystemFactory) -> Non
         assert datetime.fromisoformat(
             resumed["resolution"]["due_at"]
         ) == resolution_due + timedelta(hours=2)
+
+
+async def test_breach_to_a_24x7_policy_keeps_the_business_hours_consumed(
+    system_factory: SystemFactory,
+) -> None:
+    """A P3 order (business hours, Mon-Fri 08-18 UTC) opened on Friday at 17:00 breaches
+    its 4 h response on Monday at 11:00 and becomes P2 (24x7): its other clocks have used
+    4 business hours, not the 66 wall-clock hours since Friday (counted on the new
+    calendar, they were overdue at once and breached at the next scan)."""
+    friday = datetime(2026, 11, 27, 17, 0, tzinfo=UTC)
+    clock = FakeClock(friday)
+    async with system_factory(clock=clock, ticketing_scan_interval=3600) as running:
+        order = await _create(running, impact=2, urgency=2)
+        assert order["priority"] == "P3"
+        assert _due(order, "response") == datetime(2026, 11, 30, 11, 0, tzinfo=UTC)
+        clock.set(_due(order, "response") + timedelta(seconds=1))
+        assert (await running.system.ticketing.scanner.run_once()).breaches == 1
+        after = await get_order(running, order["id"])
+        assert after["priority"] == "P2"
+        p2 = (await running.api.get(f"/api/v1/sla-policies/{after['sla_policy_id']}")).json()
+        assert p2["calendar"] == "24x7"
+        consumed = 4 * 3600
+        for target in ("on_site", "resolution"):
+            due = clock.now() + timedelta(seconds=p2[f"{target}_s"] - consumed)
+            assert abs((_due(after, target) - due).total_seconds()) < 2, target
+        clock.advance(timedelta(minutes=1))
+        assert (await running.system.ticketing.scanner.run_once()).breaches == 0

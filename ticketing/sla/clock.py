@@ -210,17 +210,23 @@ def retarget(
     cal: Calendar,
     warn_fraction: float,
     now: datetime,
+    *,
+    ran_on: Calendar | None = None,
 ) -> Clock:
     """A new target (policy or priority changed): consumed time is kept, due/warn are
     recomputed; a warning or breach already marked stays. ``cal`` is the calendar the
-    clock ran on until ``now`` and runs on from now (pass the new policy's)."""
+    clock runs on from ``now`` (the new policy's); ``ran_on`` the one it ran on until now
+    (the old policy's; default ``cal``). Decision: the time consumed until now counts on
+    the old calendar: counted on the new one, a business-hours clock running since Friday
+    evening had the whole weekend consumed when a breach moved it to a 24x7 policy on
+    Monday, and breached its other targets at once."""
     _require_live(clock, "retarget")
     now = aware_utc(now, "now")
     changed = replace(
         clock,
         target_s=_checked_target_s(target_s),
         policy_id=policy_id,
-        consumed_s=consumed(clock, cal, now),
+        consumed_s=consumed(clock, ran_on or cal, now),
         running_since=now if clock.accumulating else None,
     )
     return _scheduled(changed, cal, warn_fraction, now)

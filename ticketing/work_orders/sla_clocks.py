@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection
 
 from services.db import table_of
 from ticketing.sla import clock as sla
+from ticketing.sla.calendar import Calendar
 from ticketing.sla.policies import PolicyRow, get_policy
 from ticketing.tables import SlaClock
 from ticketing.work_orders.context import OpContext
@@ -101,8 +102,9 @@ def follow(
         if policy_changed:
             seconds = policy.target_seconds(target)
             if seconds is not None:
+                ran_on = _calendar_of(conn, clock.policy_id, policy)
                 updated = sla.retarget(
-                    updated, seconds, policy.id, cal, policy.warn_fraction, ctx.now
+                    updated, seconds, policy.id, cal, policy.warn_fraction, ctx.now, ran_on=ran_on
                 )
         if state_changed:
             updated = _on_state(updated, before, after, policy, ctx)
@@ -128,6 +130,14 @@ def _on_state(
     if new_state in _STOPS[clock.target]:
         return sla.stop(clock, cal, ctx.now)
     return clock
+
+
+def _calendar_of(conn: Connection, policy_id: int | None, current: PolicyRow) -> Calendar:
+    """The calendar of the policy a clock ran under (``current`` if it is that one)."""
+    if policy_id is None or policy_id == current.id:
+        return current.calendar()
+    before = get_policy(conn, policy_id)
+    return (before or current).calendar()
 
 
 def _policy(conn: Connection, order: Mapping[str, Any]) -> PolicyRow | None:
