@@ -490,3 +490,43 @@ async def test_a_second_runner_does_not_send_the_step_in_flight_again(
 
 async def _received(cp: Any) -> bool:
     return bool(cp.cp.received)
+
+
+async def test_recovered_before_any_remote_step_is_self_recovered(
+    system_factory: SystemFactory,
+) -> None:
+    """A charger back to Available before the playbook's first command recovered by
+    itself: the order resolves self_recovered and the remediation does not count as a
+    remote fix that worked (it was resolved_remotely and a success, inflating the
+    remote-resolution rate with every brief fault)."""
+    clock = FakeClock(utcnow())
+    async with system_factory(clock=clock, ticketing_scan_interval=3600) as running:
+        await _technician(running.api)
+        await register(running.api, "CP-BRIEF")
+        async with charge_point(running, "CP-BRIEF", cp_class=Recovering16) as cp:
+            await cp.call(call16.BootNotification(charge_point_vendor="V", charge_point_model="M"))
+            await cp.call(
+                call16.StatusNotification(
+                    connector_id=1, error_code="InternalError", status="Faulted"
+                )
+            )
+
+            async def in_remote_fix() -> dict[str, Any] | None:
+                order = await _order(running, "CP-BRIEF")
+                return order if order and order["state"] == "remote_fix" else None
+
+            await eventually(in_remote_fix)
+            await cp.call(
+                call16.StatusNotification(connector_id=1, error_code="NoError", status="Available")
+            )
+
+            async def resolved() -> dict[str, Any] | None:
+                order = await _order(running, "CP-BRIEF")
+                return order if order and order["state"] == "resolved" else None
+
+            done = await eventually(resolved)
+            assert done["resolution"] == "self_recovered"
+            await running.system.ticketing.remediation.run_once()
+            assert cp.cp.received == []
+            stats = (await running.api.get("/api/v1/remediation/stats")).json()["total"]
+            assert stats["succeeded"] == 0 and stats["remote_resolution_rate"] is None

@@ -95,3 +95,14 @@ def rearm(conn: Connection, ctx: OpContext, order: store.Order) -> dict[str, Any
         },
     )
     return {"playbook": book.name, "step": step, "steps": [s.command for s in book.steps]}
+
+
+_ATTEMPTS = select(REMEDIATIONS.c.attempts).where(REMEDIATIONS.c.order_id == bindparam("b_order"))
+
+
+def reached_the_charger(conn: Connection, order_id: int) -> bool:
+    """Did a remote fix of this order reach the charger (a command it answered)? Only then
+    is a recovery ``resolved_remotely``: a charger recovering before the first step was
+    sent recovered by itself (it was counted a remote-fix success)."""
+    attempts = conn.execute(_ATTEMPTS, {"b_order": order_id}).scalar() or []
+    return any(a.get("outcome") == "answered" for a in attempts if isinstance(a, dict))

@@ -382,7 +382,8 @@ def healthy(
 ) -> list[store.Order]:
     """The charger reports healthy: resolve its matching active orders.
 
-    Self-recovered when nobody was on site; ``remote_fix`` orders resolve remotely.
+    Self-recovered when nobody was on site; ``remote_fix`` orders resolve remotely once a
+    remote step reached the charger.
     Pattern orders (:data:`PATTERN_KINDS`) stay open."""
     params: dict[str, Any] = {"b_charger": charger_id, "b_source": source}
     if connector is not None:
@@ -395,7 +396,7 @@ def healthy(
     resolved = []
     for row in conn.execute(query, params).mappings().all():
         order = dict(row)
-        if order["state"] == "remote_fix":
+        if order["state"] == "remote_fix" and remediation.reached_the_charger(conn, order["id"]):
             resolution = "resolved_remotely"
         elif order["on_site_at"] is not None:
             resolution = "fixed_on_site"
