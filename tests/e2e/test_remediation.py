@@ -25,6 +25,7 @@ from ocpp.v201 import ChargePoint as Cp201
 from ocpp.v201 import call as call201
 from ocpp.v201 import call_result as result201
 from ocpp.v201.enums import Action as Action201
+from prometheus_client.parser import text_string_to_metric_families
 
 from services.api_auth import create_token
 from services.clock import FakeClock
@@ -530,3 +531,51 @@ async def test_recovered_before_any_remote_step_is_self_recovered(
             assert cp.cp.received == []
             stats = (await running.api.get("/api/v1/remediation/stats")).json()["total"]
             assert stats["succeeded"] == 0 and stats["remote_resolution_rate"] is None
+
+
+class Refusing16(Cp16):  # type: ignore[misc]
+    """Refuses to take a connector out of service."""
+
+    @on(Action16.change_availability)
+    def on_availability(self, **_: Any) -> result16.ChangeAvailability:
+        return result16.ChangeAvailability(status="Rejected")
+
+
+async def test_a_lockout_the_charger_refuses_is_not_done(system_factory: SystemFactory) -> None:
+    """The S1 lockout answered Rejected: the port may still be in service. The remediation
+    ends lockout_failed (API and chargeops_remediations_total), not done as if applied."""
+    clock = FakeClock(utcnow())
+    async with system_factory(clock=clock, ticketing_scan_interval=3600) as running:
+        await _technician(running.api)
+        await register(running.api, "CP-S1-NO")
+        async with charge_point(running, "CP-S1-NO", cp_class=Refusing16) as cp:
+            await cp.call(call16.BootNotification(charge_point_vendor="V", charge_point_model="M"))
+            await cp.call(
+                call16.StatusNotification(
+                    connector_id=1, error_code="GroundFailure", status="Faulted"
+                )
+            )
+
+            async def dispatched() -> dict[str, Any] | None:
+                order = await _order(running, "CP-S1-NO")
+                return order if order and order["state"] == "dispatched" else None
+
+            await eventually(dispatched)
+            before = _lockouts((await running.api.get("/metrics")).text)
+            await running.system.ticketing.remediation.run_once()
+        stats = (await running.api.get("/api/v1/remediation/stats")).json()["total"]
+        assert (stats["done"], stats["lockout_failed"]) == (0, 1)
+        after = _lockouts((await running.api.get("/metrics")).text)
+        assert after["lockout_failed"] - before["lockout_failed"] == 1
+        assert after["done"] == before["done"]
+
+
+def _lockouts(text: str) -> dict[str, float]:
+    values = {"done": 0.0, "lockout_failed": 0.0}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "chargeops_remediations_total":
+                if sample.labels.get("playbook") == "lockout":
+                    outcome = sample.labels["outcome"]
+                    values[outcome] = values.get(outcome, 0.0) + sample.value
+    return values

@@ -24,6 +24,8 @@ class PlaybookStats(BaseModel):
     failed: int = 0
     stopped: int = 0
     done: int = 0
+    #: lockouts (S1) the charger did not accept (refused, no answer, offline)
+    lockout_failed: int = 0
     #: succeeded / (succeeded + failed): orders fixed remotely among those the remote fix
     #: decided (None until one did)
     remote_resolution_rate: float | None = None

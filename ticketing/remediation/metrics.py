@@ -9,7 +9,8 @@ from services.observability.metrics import REGISTRY
 REMEDIATIONS = Counter(
     "chargeops_remediations_total",
     "Remote remediations finished, by playbook and outcome (succeeded = resolved remotely, "
-    "failed = dispatched after the last step, stopped = taken over, done = lockout sent)",
+    "failed = dispatched after the last step, stopped = taken over, done = lockout accepted, "
+    "lockout_failed = a lockout the charger did not accept)",
     ["playbook", "outcome"],
     registry=REGISTRY,
 )

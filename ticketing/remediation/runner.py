@@ -217,6 +217,8 @@ def finish(conn: Connection, ctx: OpContext, decision: Decision) -> None:
     if rem is None or rem["state"] != "running" or decision.kind == "lost":
         return
     state = {"exhausted": "failed"}.get(decision.kind, decision.kind)
+    if state == "done" and not _locked_out(rem["attempts"]):
+        state = "lockout_failed"  # an S1 port maybe still in service: said, not "done"
     conn.execute(
         REMEDIATIONS.update()
         .where(REMEDIATIONS.c.order_id == decision.order_id)
@@ -252,6 +254,18 @@ def _decide(
     ctx: OpContext,
 ) -> Decision:
     return decide(conn, ctx, order_id, budget, window_s, lease=lease, hold_s=hold_s)
+
+
+#: ChangeAvailability answers that take the port out of service (Scheduled: once the
+#: transaction running on it ends)
+_TAKEN = frozenset({"Accepted", "Scheduled"})
+
+
+def _locked_out(attempts: list[dict[str, Any]]) -> bool:
+    """Did every step of a lockout reach the charger and get accepted?"""
+    return bool(attempts) and all(
+        a.get("outcome") == "answered" and a.get("status") in _TAKEN for a in attempts
+    )
 
 
 def _finish(decision: Decision, conn: Connection, ctx: OpContext) -> None:
