@@ -409,3 +409,47 @@ async def test_201_problem_cleared_while_the_port_stays_faulted_keeps_its_order(
         done = await eventually(resolved)
         assert done["resolution"] == "self_recovered"
     await assert_rows_are_the_fold_of_their_timelines(running)
+
+
+async def test_16_resolved_by_hand_while_still_faulted_is_not_verified(
+    system_factory: SystemFactory,
+) -> None:
+    """Resolved by a person while the connector still reports its ground fault: at the end
+    of the verification window the order is reopened (verification failed), not verified
+    and closed with the charger Faulted and no order for it; once the connector reports
+    Available it resolves and then closes."""
+    clock = FakeClock(utcnow())
+    async with system_factory(clock=clock, ticketing_scan_interval=3600) as running:
+        charger_id = "CP-WO-16-STILL"
+        await register(running.api, charger_id)
+        async with charge_point(running, charger_id) as cp:
+            await cp.call(call16.BootNotification(charge_point_vendor="V", charge_point_model="M"))
+            await cp.call(
+                call16.StatusNotification(
+                    connector_id=1, error_code="GroundFailure", status="Faulted"
+                )
+            )
+            [order] = await eventually(lambda: _orders(running, charger_id))
+            r = await running.api.post(
+                f"/api/v1/work-orders/{order['id']}/transitions", json={"to": "resolved"}
+            )
+            assert r.status_code == 200, r.text
+            clock.set(datetime.fromisoformat(r.json()["verify_after"]) + timedelta(seconds=1))
+            assert (await running.system.ticketing.scanner.run_once()).closed == 0
+            again = await get_order(running, order["id"])
+            assert again["state"] == "new" and again["resolution"] is None
+            reopened = [e for e in again["timeline"] if e["kind"] == "reopened"]
+            assert len(reopened) == 1 and "verification failed" in reopened[0]["note"]
+            await cp.call(
+                call16.StatusNotification(connector_id=1, error_code="NoError", status="Available")
+            )
+
+            async def resolved() -> dict[str, Any] | None:
+                o = await get_order(running, order["id"])
+                return o if o["state"] == "resolved" else None
+
+            done = await eventually(resolved)
+            clock.set(datetime.fromisoformat(done["verify_after"]) + timedelta(seconds=1))
+            assert (await running.system.ticketing.scanner.run_once()).closed == 1
+            assert (await get_order(running, order["id"]))["state"] == "closed"
+        await assert_rows_are_the_fold_of_their_timelines(running)

@@ -506,6 +506,39 @@ def port_still_faulted(conn: Connection, charger_id: str, connector: str) -> boo
     return False
 
 
+_LAST_STATUS_REPORT = (
+    select(FAULT_REPORTS.c.kind, FAULT_REPORTS.c.error_code)
+    .where(
+        FAULT_REPORTS.c.charger_id == bindparam("b_charger"),
+        FAULT_REPORTS.c.connector == bindparam("b_connector"),
+        FAULT_REPORTS.c.source == "status_notification",
+    )
+    .order_by(FAULT_REPORTS.c.received_at.desc(), FAULT_REPORTS.c.handled_at.desc())
+    .limit(1)
+)
+
+
+def still_reported(conn: Connection, order: store.Order) -> bool:
+    """Does the charger still report the fault of ``order`` in its port's status (its
+    last status report raised that fault, or a bare Faulted, and nothing cleared it)?
+    A status fault always ends with a report clearing it, so this is what verifying a
+    resolved order checks."""
+    if order["source"] != "fault" or order["charger_id"] is None or order["connector"] is None:
+        return False
+    row = conn.execute(
+        _LAST_STATUS_REPORT, {"b_charger": order["charger_id"], "b_connector": order["connector"]}
+    ).first()
+    return (
+        row is not None
+        and row.kind == "raised"
+        and row.error_code
+        in (
+            order["error_code"],
+            GENERIC,
+        )
+    )
+
+
 def _absorbed(conn: Connection, parent: store.Order) -> list[store.Order]:
     """The orders ``parent`` absorbed (cancelled into it), oldest first."""
     ids = [

@@ -24,7 +24,7 @@ from services.db import Database, table_of
 from services.observability import metrics
 from services.tasks import PeriodicTask
 from ticketing.tables import SlaPolicy
-from ticketing.work_orders import derived, dispatching, sla_events, store, transitions
+from ticketing.work_orders import derived, dispatching, faults, sla_events, store, transitions
 from ticketing.work_orders.context import OpContext, Thresholds
 from ticketing.work_orders.states import TERMINAL
 from ticketing.work_orders.timeline import WORK_ORDERS
@@ -66,8 +66,20 @@ def close_verified(conn: Connection, ctx: OpContext) -> int:
         .with_for_update(skip_locked=True)
     ).mappings()
     closed = 0
+    actor = ctx.as_actor("system:verification")
     for row in list(rows):
-        transitions.verify_and_close(conn, ctx.as_actor("system:verification"), dict(row))
+        order = dict(row)
+        if faults.still_reported(conn, order):
+            # resolved (by a person) while the charger never cleared the fault: not verified
+            transitions.reopen(
+                conn,
+                actor,
+                order,
+                note=f"verification failed: {order['charger_id']}/{order['connector']} "
+                f"still reports {order['error_code']}",
+            )
+            continue
+        transitions.verify_and_close(conn, actor, order)
         closed += 1
     return closed
 
