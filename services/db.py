@@ -15,6 +15,7 @@ from sqlalchemy import DateTime, MetaData, Table, event, make_url
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -140,6 +141,19 @@ def create_engine(url: str, *, sqlite_synchronous: str = "FULL", echo: bool = Fa
             _sqlite_pragmas(dbapi_conn, sqlite_synchronous)
 
     return engine
+
+
+async def read_snapshot(conn: AsyncConnection) -> None:
+    """Make the reads of ``conn`` until it ends one consistent snapshot (several SELECTs
+    of one answer, e.g. an order and its timeline, see the same committed state).
+
+    Call before the first statement. PostgreSQL: REPEATABLE READ (a read-only one never
+    fails to serialize). SQLite: an explicit BEGIN (the driver begins none for SELECTs),
+    a WAL read transaction; ended by the rollback when the connection is released."""
+    if conn.dialect.name == "sqlite":
+        await conn.exec_driver_sql("BEGIN")
+    else:
+        await conn.execution_options(isolation_level="REPEATABLE READ")
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

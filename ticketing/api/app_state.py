@@ -12,7 +12,7 @@ from sqlalchemy.engine import Connection
 
 from services.clock import Clock
 from services.committer import GroupCommitter
-from services.db import Database
+from services.db import Database, read_snapshot
 from ticketing.tx import transact
 
 T = TypeVar("T")
@@ -38,8 +38,9 @@ def now(request: Request) -> datetime:
 
 
 async def read(request: Request, fn: Callable[[Connection], T]) -> T:
-    """Run ``fn`` on a read connection of the database."""
+    """Run ``fn`` on a read connection of the database, in one snapshot."""
     async with db(request).engine.connect() as conn:
+        await read_snapshot(conn)
         return await conn.run_sync(fn)
 
 
