@@ -453,3 +453,78 @@ async def test_16_resolved_by_hand_while_still_faulted_is_not_verified(
             assert (await running.system.ticketing.scanner.run_once()).closed == 1
             assert (await get_order(running, order["id"]))["state"] == "closed"
         await assert_rows_are_the_fold_of_their_timelines(running)
+
+
+async def test_16_recurrence_after_the_reopen_window_is_a_new_order(
+    system_factory: SystemFactory,
+) -> None:
+    """The policy's reopen_window_s bounds reopening: a recurrence within it of the
+    resolution reopens the order; a later one (the order still resolved: its verification
+    window is longer) is a new order, a follow-up of the first, which then verifies and
+    closes on its own instead of failing its verification on the new order's fault."""
+    clock = FakeClock(utcnow())
+    async with system_factory(clock=clock, ticketing_scan_interval=3600) as running:
+        charger_id = "CP-WO-16-WINDOW"
+        await register(running.api, charger_id)
+        async with charge_point(running, charger_id) as cp:
+            await cp.call(call16.BootNotification(charge_point_vendor="V", charge_point_model="M"))
+            base = utcnow().replace(microsecond=0)
+
+            async def report(i: int, healthy: bool = False) -> None:
+                await cp.call(
+                    call16.StatusNotification(
+                        connector_id=1,
+                        error_code="NoError" if healthy else "GroundFailure",
+                        status="Available" if healthy else "Faulted",
+                        timestamp=(base + timedelta(seconds=i)).isoformat(),
+                    )
+                )
+
+            async def resolved() -> dict[str, Any] | None:
+                o = await get_order(running, order["id"])
+                return o if o["state"] == "resolved" else None
+
+            async def reopened() -> dict[str, Any] | None:
+                o = await get_order(running, order["id"])
+                return o if "reopened" in [e["kind"] for e in o["timeline"]] else None
+
+            await report(0)
+            [order] = await eventually(lambda: _orders(running, charger_id))
+            r = await running.api.get(f"/api/v1/sla-policies/{order['sla_policy_id']}")
+            assert r.status_code == 200, r.text
+            policy = {
+                k: v for k, v in r.json().items() if k not in ("id", "created_at", "updated_at")
+            }
+            policy |= {"reopen_window_s": 600, "verification_window_s": 3600}
+            r = await running.api.put(f"/api/v1/sla-policies/{order['sla_policy_id']}", json=policy)
+            assert r.status_code == 200, r.text
+
+            await report(1, healthy=True)
+            await eventually(resolved)
+            clock.advance(timedelta(minutes=5))
+            await report(2)  # within 600 s of the resolution: reopened
+            assert (await eventually(reopened))["state"] != "resolved"
+
+            await report(3, healthy=True)
+            done = await eventually(resolved)
+            clock.advance(timedelta(minutes=20))
+            await report(4)  # 1,200 s after the resolution: new work
+
+            async def two() -> list[dict[str, Any]] | None:
+                items = await _orders(running, charger_id)
+                return items if len(items) == 2 else None
+
+            orders = await eventually(two)
+            [new] = [o for o in orders if o["id"] != order["id"]]
+            assert new["parent_id"] == order["id"] and new["state"] not in ("resolved", "closed")
+            first = await get_order(running, order["id"])
+            assert first["state"] == "resolved" and first["occurrences"] == done["occurrences"]
+            assert [e["kind"] for e in first["timeline"]][-1] == "superseded"
+
+            # The first order's verification window ends: it closes; the recurrence is
+            # the new order's, which stays open while the connector is Faulted.
+            clock.set(datetime.fromisoformat(done["verify_after"]) + timedelta(seconds=1))
+            assert (await running.system.ticketing.scanner.run_once()).closed == 1
+            assert (await get_order(running, order["id"]))["state"] == "closed"
+            assert (await get_order(running, new["id"]))["state"] == new["state"]
+        await assert_rows_are_the_fold_of_their_timelines(running)

@@ -233,19 +233,32 @@ def report(conn: Connection, ctx: OpContext, fault: FaultInput) -> store.Order:
     existing = store.open_by_key(conn, key)
     if existing is not None:
         if existing["state"] in ("resolved", "verified"):
-            return transitions.reopen(
-                conn,
-                ctx,
-                existing,
-                note=f"{fault.error_code} recurred",
-                event_id=fault.event_id,
-                occurrence=True,
-            )
+            if transitions.within_reopen_window(conn, ctx, existing):
+                return transitions.reopen(
+                    conn,
+                    ctx,
+                    existing,
+                    note=f"{fault.error_code} recurred",
+                    event_id=fault.event_id,
+                    occurrence=True,
+                )
+            # The fix held for longer than the policy's reopen window: the recurrence is
+            # new work, a follow-up of the order (which keeps its state, e.g. awaiting a
+            # technician's sign-off) rather than a reopening of it.
+            previous = transitions.supersede(conn, ctx, existing, fault.error_code)
+            return open_order(conn, ctx, fault, key, parent_id=previous["id"])
         return occurrence(conn, ctx, existing, fault, absorbed=False)
     return open_order(conn, ctx, fault, key)
 
 
-def open_order(conn: Connection, ctx: OpContext, fault: FaultInput, key: str) -> store.Order:
+def open_order(
+    conn: Connection,
+    ctx: OpContext,
+    fault: FaultInput,
+    key: str,
+    *,
+    parent_id: int | None = None,
+) -> store.Order:
     cls = fault.classification
     order = store.create(
         conn,
@@ -266,12 +279,16 @@ def open_order(conn: Connection, ctx: OpContext, fault: FaultInput, key: str) ->
             "skill": cls.skill,
             "error_code": fault.error_code,
             "dedupe_key": key,
+            "parent_id": parent_id,
             "fault_received_at": fault.received_at,
             "sla_policy_id": policy_id_for(
                 conn, priority=cls.priority, team_id=None, assignee_id=None, name=cls.sla_policy
             ),
         },
-        note=f"{cls.rule_name}: {cls.severity} {cls.category}",
+        note=f"{cls.rule_name}: {cls.severity} {cls.category}"
+        + (
+            f"; {fault.error_code} recurred after #{parent_id}'s reopen window" if parent_id else ""
+        ),
         event_id=fault.event_id,
     )
     order = _absorb_children(conn, ctx, order)
@@ -524,6 +541,9 @@ def still_reported(conn: Connection, order: store.Order) -> bool:
     A status fault always ends with a report clearing it, so this is what verifying a
     resolved order checks."""
     if order["source"] != "fault" or order["charger_id"] is None or order["connector"] is None:
+        return False
+    if order["dedupe_key"] is None:
+        # superseded: the fault recurred after its reopen window and is a follow-up's work
         return False
     row = conn.execute(
         _LAST_STATUS_REPORT, {"b_charger": order["charger_id"], "b_connector": order["connector"]}

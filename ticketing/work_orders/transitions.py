@@ -34,6 +34,8 @@ NOTIFY = {
     "cancelled": "cancelled",
 }
 DEFAULT_VERIFICATION_S = 3600
+#: a recurrence within this long of the resolution reopens an order (no SLA policy)
+DEFAULT_REOPEN_S = 86400
 
 
 def check_legal(order: store.Order, target: str) -> None:
@@ -169,6 +171,30 @@ def resolve(
         event_id=event_id,
         notify="resolved",
         data={"resolution": resolution},
+    )
+
+
+def within_reopen_window(conn: Connection, ctx: OpContext, order: store.Order) -> bool:
+    """Whether a recurrence now reopens this resolved (or verified) order: within its
+    policy's ``reopen_window_s`` of the resolution."""
+    resolved_at = order["resolved_at"]
+    if resolved_at is None:
+        return True
+    policy = get_policy(conn, order["sla_policy_id"]) if order["sla_policy_id"] else None
+    window = policy.reopen_window_s if policy is not None else DEFAULT_REOPEN_S
+    return bool(ctx.now <= resolved_at + timedelta(seconds=window))
+
+
+def supersede(conn: Connection, ctx: OpContext, order: store.Order, error_code: str) -> store.Order:
+    """A resolved order whose fault recurred after the reopen window hands its
+    de-duplication key to the new order for the recurrence; its state is unchanged."""
+    return store.change(
+        conn,
+        ctx,
+        order,
+        kind="superseded",
+        changes={"dedupe_key": None},
+        note=f"{error_code} recurred after the reopen window; a new order carries it",
     )
 
 
