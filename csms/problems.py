@@ -91,37 +91,13 @@ def handle(
     }
     if report.raised:
         _record_raise(session, report, own_id, charger_time, known)
-        session.emit(
-            FaultRaised(
-                **common,
-                event_id=own_id,
-                error_code=report.error_code,
-                tech_code=report.tech_code,
-                info=report.tech_info,
-                vendor_id=_vendor_id(report.tech_code),
-                severity=faults.severity(
-                    faulted=True, error_code=None, vendor_error_code=report.tech_code
-                ),
-            )
-        )
+        session.emit(_as_reported(FaultRaised, common, own_id, report))
         return
     matched = _matching(report, own_id, known)
     if not matched:
         if report.open_only:
             return
-        session.emit(
-            FaultCleared(
-                **common,
-                event_id=own_id,
-                error_code=report.error_code,
-                tech_code=report.tech_code,
-                info=report.tech_info,
-                vendor_id=_vendor_id(report.tech_code),
-                severity=faults.severity(
-                    faulted=False, error_code=None, vendor_error_code=report.tech_code
-                ),
-            )
-        )
+        session.emit(_as_reported(FaultCleared, common, own_id, report))
         return
     for key, row in matched:
         closed = {**row, "cleared_by": own_id, "updated_at": rx.received_at}
@@ -141,6 +117,26 @@ def handle(
                 ),
             )
         )
+
+
+def _as_reported(
+    kind: type[FaultRaised] | type[FaultCleared],
+    common: dict[str, Any],
+    event_id: str,
+    report: ProblemReport,
+) -> FaultRaised | FaultCleared:
+    """The event of a report, with the codes and info it carries itself."""
+    return kind(
+        **common,
+        event_id=event_id,
+        error_code=report.error_code,
+        tech_code=report.tech_code,
+        info=report.tech_info,
+        vendor_id=_vendor_id(report.tech_code),
+        severity=faults.severity(
+            faulted=kind is FaultRaised, error_code=None, vendor_error_code=report.tech_code
+        ),
+    )
 
 
 def _vendor_id(tech_code: str | None) -> str | None:

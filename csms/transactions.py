@@ -9,6 +9,7 @@ retry adds nothing.
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -121,33 +122,7 @@ async def first_seen_201(
         return known
     connector = connector or ConnectorRef()
     _seen(session, transaction_id, connector)
-    rx = session.incoming
-    rx.writes.insert_ignore(
-        TRANSACTIONS,
-        {
-            "dedupe_key": _key(session.charger_id, transaction_id),
-            "transaction_id": transaction_id,
-            "charger_id": session.charger_id,
-            "connector_key": connector.key,
-            "id_token": id_token,
-            "meter_start_wh": None,
-            "meter_stop_wh": None,
-            "started_at": None,
-            "stopped_at": None,
-            "stop_reason": None,
-            "received_at": rx.received_at,
-        },
-    )
-    session.emit(
-        TransactionStarted(
-            event_id=stable_event_id(session.charger_id, "tx-start", transaction_id),
-            charger_id=session.charger_id,
-            received_at=rx.received_at,
-            transaction_id=transaction_id,
-            connector=connector,
-            id_token=id_token,
-        )
-    )
+    _record_start(session, transaction_id, connector, id_token, None, None)
     return connector
 
 
@@ -177,9 +152,21 @@ def start_transaction_201(
     meter_start_wh: float | None,
     timestamp: str,
 ) -> None:
-    rx = session.incoming
     started_at = parse_timestamp(timestamp)
     _seen(session, transaction_id, connector)
+    _record_start(session, transaction_id, connector, id_token, meter_start_wh, started_at)
+
+
+def _record_start(
+    session: OcppSession,
+    transaction_id: str,
+    connector: ConnectorRef,
+    id_token: str | None,
+    meter_start_wh: float | None,
+    started_at: datetime | None,
+) -> None:
+    """The transaction row (once) and its TransactionStarted (stable id: once)."""
+    rx = session.incoming
     rx.writes.insert_ignore(
         TRANSACTIONS,
         {
