@@ -30,7 +30,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from services.api_auth import create_token
 from services.clock import FakeClock
 from services.db import utcnow
-from tests.conftest import Running, SystemFactory, charge_point, eventually, register
+from tests.conftest import (
+    ChargerHandle,
+    Running,
+    SystemFactory,
+    charge_point,
+    eventually,
+    register,
+)
 from tests.e2e.test_work_orders import _problem
 from tests.work_order_helpers import assert_rows_are_the_fold_of_their_timelines
 from ticketing.remediation.runner import RemediationRunner
@@ -93,6 +100,24 @@ class Stubborn201(Cp201):  # type: ignore[misc]
     def on_reset(self, type: str, **_: Any) -> result201.Reset:
         self.received.append(f"Reset:{type}")
         return result201.Reset(status="Accepted")
+
+
+async def _faulted_into_remote_fix(
+    running: Running, cp: ChargerHandle, charger_id: str
+) -> dict[str, Any]:
+    """Boot the 1.6 charger, report connector 1 Faulted/InternalError (playbook
+    port_down_generic) and return its order once it is in remote_fix."""
+    await cp.call(call16.BootNotification(charge_point_vendor="V", charge_point_model="M"))
+    await cp.call(
+        call16.StatusNotification(connector_id=1, error_code="InternalError", status="Faulted")
+    )
+
+    async def in_remote_fix() -> dict[str, Any] | None:
+        order = await _order(running, charger_id)
+        return order if order and order["state"] == "remote_fix" else None
+
+    order: dict[str, Any] = await eventually(in_remote_fix)
+    return order
 
 
 async def _order(running: Running, charger_id: str) -> dict[str, Any] | None:
@@ -158,18 +183,7 @@ async def test_16_port_down_recovers_after_soft_reset(system_factory: SystemFact
         assert await _playbook_of(running.api, signature) == "port_down_generic"
         await register(running.api, "CP-FIX-16")
         async with charge_point(running, "CP-FIX-16", cp_class=Recovering16) as cp:
-            await cp.call(call16.BootNotification(charge_point_vendor="V", charge_point_model="M"))
-            await cp.call(
-                call16.StatusNotification(
-                    connector_id=1, error_code="InternalError", status="Faulted"
-                )
-            )
-
-            async def in_remote_fix() -> dict[str, Any] | None:
-                order = await _order(running, "CP-FIX-16")
-                return order if order and order["state"] == "remote_fix" else None
-
-            order = await eventually(in_remote_fix)
+            order = await _faulted_into_remote_fix(running, cp, "CP-FIX-16")
             assert order["assignee_id"] is None
 
             # Until the reset is answered the charger stays faulted; then it comes back.
@@ -330,18 +344,7 @@ async def test_released_from_hold_the_remote_fix_goes_on_where_it_stopped(
         await _technician(running.api)
         await register(running.api, "CP-HOLD")
         async with charge_point(running, "CP-HOLD", cp_class=Recovering16) as cp:
-            await cp.call(call16.BootNotification(charge_point_vendor="V", charge_point_model="M"))
-            await cp.call(
-                call16.StatusNotification(
-                    connector_id=1, error_code="InternalError", status="Faulted"
-                )
-            )
-
-            async def in_remote_fix() -> dict[str, Any] | None:
-                order = await _order(running, "CP-HOLD")
-                return order if order and order["state"] == "remote_fix" else None
-
-            order = await eventually(in_remote_fix)
+            order = await _faulted_into_remote_fix(running, cp, "CP-HOLD")
             path = f"/api/v1/work-orders/{order['id']}/transitions"
             runner = running.system.ticketing.remediation
             await runner.run_once()  # step 1: trigger, then a wait
@@ -457,18 +460,7 @@ async def test_a_second_runner_does_not_send_the_step_in_flight_again(
         await _technician(running.api)
         await register(running.api, "CP-TWO-RUNNERS")
         async with charge_point(running, "CP-TWO-RUNNERS", cp_class=SlowToTrigger16) as cp:
-            await cp.call(call16.BootNotification(charge_point_vendor="V", charge_point_model="M"))
-            await cp.call(
-                call16.StatusNotification(
-                    connector_id=1, error_code="InternalError", status="Faulted"
-                )
-            )
-
-            async def in_remote_fix() -> dict[str, Any] | None:
-                order = await _order(running, "CP-TWO-RUNNERS")
-                return order if order and order["state"] == "remote_fix" else None
-
-            await eventually(in_remote_fix)
+            await _faulted_into_remote_fix(running, cp, "CP-TWO-RUNNERS")
             first = running.system.ticketing.remediation
             second = RemediationRunner(
                 first.committer,
@@ -505,18 +497,7 @@ async def test_recovered_before_any_remote_step_is_self_recovered(
         await _technician(running.api)
         await register(running.api, "CP-BRIEF")
         async with charge_point(running, "CP-BRIEF", cp_class=Recovering16) as cp:
-            await cp.call(call16.BootNotification(charge_point_vendor="V", charge_point_model="M"))
-            await cp.call(
-                call16.StatusNotification(
-                    connector_id=1, error_code="InternalError", status="Faulted"
-                )
-            )
-
-            async def in_remote_fix() -> dict[str, Any] | None:
-                order = await _order(running, "CP-BRIEF")
-                return order if order and order["state"] == "remote_fix" else None
-
-            await eventually(in_remote_fix)
+            await _faulted_into_remote_fix(running, cp, "CP-BRIEF")
             await cp.call(
                 call16.StatusNotification(connector_id=1, error_code="NoError", status="Available")
             )
