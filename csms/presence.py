@@ -139,7 +139,15 @@ class Presence:
             old.replaced = True
             log.info("charger %s reconnected; closing its previous connection", cid)
             self._close_later(old, 1000, "replaced by a new connection")
-        self._pending.pop(cid, None)
+        pending = self._pending.pop(cid, None)
+        # Already offline by the rules, though not marked yet (presence's next tick would
+        # have): closed for silence, or gone for longer than the grace. The outage is
+        # recorded before this connection's online mark, or it would vanish.
+        outage: _Pending | None = None
+        if old is not None and old.silent:
+            outage = _Pending(old.last_seen, 0.0, "heartbeat_timeout")
+        elif pending is not None and pending.deadline <= time.monotonic():
+            outage = pending
         expiring = self._expiring.get(cid)
         if expiring is not None:
             # Its offline mark is being committed: let it land first, so that this
@@ -156,6 +164,15 @@ class Presence:
                 security_profile=session.identity.security_profile,
             )
         ]
+        if outage is not None and cid in self._online:
+            self._online.discard(cid)
+            events.append(
+                ChargerOffline(
+                    charger_id=cid, received_at=now, since=outage.since, reason=outage.reason
+                )
+            )
+            state.history(writes, cid, state.CONNECTIVITY, "", "offline", outage.since)
+            metrics.CHARGER_STATE_CHANGES.labels("offline").inc()
         state.charger_state(
             writes,
             cid,
