@@ -148,6 +148,14 @@ class Presence:
             outage = _Pending(old.last_seen, 0.0, "heartbeat_timeout")
         elif pending is not None and pending.deadline <= time.monotonic():
             outage = pending
+        try:
+            if old is not None:
+                # Let the replaced session's report in flight land first (it takes no more),
+                # then read the state: this one starts from what that one last reported.
+                await old.hand_over()
+            await session.load_state()
+        finally:
+            session.ready.set()
         expiring = self._expiring.get(cid)
         if expiring is not None:
             # Its offline mark is being committed: let it land first, so that this

@@ -144,7 +144,6 @@ class OcppServer:
         label = session.ocpp_version
         metrics.CHARGERS_CONNECTED.labels(label).inc()
         try:
-            await session.load_state()
             await self.presence.connected(session)
             await session.run()
         except Exception:

@@ -144,6 +144,10 @@ class OcppSession:
         self.rx: Incoming | None = None
         self.replaced = False
         self.silent = False
+        #: held while a CALL of this charger is handled (see :meth:`hand_over`)
+        self.busy = asyncio.Lock()
+        #: set once this session took over from the one it replaced and loaded the state
+        self.ready = asyncio.Event()
         self._tokens = float(ctx.settings.frame_burst)
         self._refill_at = time.monotonic()
         #: (message id, action) of our CALL still waiting for its answer; the library's
@@ -178,6 +182,15 @@ class OcppSession:
                 row.updated_at,
                 row.fault_event_id,
             )
+
+    async def hand_over(self) -> None:
+        """Wait until this session, just replaced by a new connection of its charger
+        (``replaced`` set), changes nothing any more: its own take-over is done and the CALL
+        it may be handling is committed (those that follow are refused). The new session
+        loads the state after this, so it starts from the last report of this one."""
+        await self.ready.wait()
+        async with self.busy:
+            pass
 
     async def registration_status(self) -> str:
         """The registry's current status: a pending station keeps its connection and
@@ -242,7 +255,8 @@ class OcppSession:
             await self._send_reply(reply, 4, None)
             return
         if isinstance(frame, Call):
-            await self._handle_call_fast(frame, text, received_at)
+            async with self.busy:
+                await self._handle_call_fast(frame, text, received_at)
             return
         type_id: int = frame.message_type_id
         unique_id: str = frame.unique_id
@@ -298,6 +312,14 @@ class OcppSession:
                 raise FrameError(
                     ErrorKind.not_implemented,
                     f"{action} is not an OCPP {self.ocpp_version} action",
+                )
+            if self.replaced:
+                # A newer connection of this charger took over: what this one would write
+                # could undo what that one reports (each keeps its own live state).
+                raise FrameError(
+                    ErrorKind.generic,
+                    "this connection was replaced by a newer one of this charge point; "
+                    "send on that one",
                 )
             if (
                 self.refuse_unless_accepted

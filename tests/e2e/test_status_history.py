@@ -7,12 +7,16 @@ happens between two of its ticks is reproduced deterministically.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import datetime, timedelta
 from typing import Any
 
+import pytest
 from ocpp.v16 import call as call16
 
+from csms import state
+from services.committer import WriteSet
 from services.db import utcnow
 from services.tasks import cancel_and_wait
 from tests.conftest import (
@@ -39,6 +43,12 @@ async def _live(running: Running, charger_id: str) -> dict[str, Any]:
     assert r.status_code == 200, r.text
     body: dict[str, Any] = r.json()
     return body
+
+
+def _status(status: str, error_code: str, at: str) -> call16.StatusNotification:
+    return call16.StatusNotification(
+        connector_id=1, error_code=error_code, status=status, timestamp=at
+    )
 
 
 def _ts(value: str) -> datetime:
@@ -99,3 +109,67 @@ async def test_a_reconnection_after_the_grace_is_an_outage_before_the_offline_ma
             assert _ts(history[1]["started_at"]) == gone_since
             [offline] = await charger_events(running, "CP-LATE", "ChargerOffline")
             assert offline["payload"]["reason"] == "disconnected"
+
+
+async def test_a_status_in_flight_on_the_replaced_connection_is_seen_by_the_new_one(
+    system_factory: SystemFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The charger opens a second socket while a report on the first is being committed:
+    the new connection must start from that report, or its next report of the state before
+    looks like no change (no interval, no event) while the live state takes it."""
+    async with system_factory(offline_grace=30) as running:
+        await register(running.api, "CP-TWICE")
+        committer = running.system.committer
+        presence = running.system.csms.presence
+        async with charge_point(running, "CP-TWICE") as first:
+            await first.call(_status("Available", "NoError", "2026-01-01T00:00:00Z"))
+            gate, holding = asyncio.Event(), asyncio.Event()
+            original = committer._execute
+
+            async def gated(batch: list[Any]) -> list[list[Any]]:
+                holding.set()
+                await gate.wait()
+                return await original(batch)
+
+            monkeypatch.setattr(committer, "_execute", gated)
+            # Hold the committer on a batch of its own: the report then waits in the queue.
+            held = asyncio.create_task(committer.commit(WriteSet()))
+            await holding.wait()
+            old = presence.sessions["CP-TWICE"]
+            fault = asyncio.create_task(
+                first.call(_status("Faulted", "GroundFailure", "2026-01-01T00:00:10Z"))
+            )
+
+            async def fault_queued() -> bool:
+                queued = list(committer._queue._queue)  # type: ignore[attr-defined]
+                return any(
+                    t is state.CONNECTOR_STATE and row.get("status") == "faulted"
+                    for p in queued
+                    for t, row in p.writes.upserts
+                )
+
+            await eventually(fault_queued)
+            async with charge_point(running, "CP-TWICE") as second:
+                await eventually(lambda: _true(presence.sessions.get("CP-TWICE") is not old))
+                gate.set()
+                await held
+
+                async def faulted() -> bool:
+                    live = await _live(running, "CP-TWICE")
+                    return bool(live["connectors"]) and live["connectors"][0]["status"] == "faulted"
+
+                await eventually(faulted)
+                await second.call(_status("Available", "NoError", "2026-01-01T00:00:20Z"))
+                fault.cancel()
+
+                history = await _history(running, "CP-TWICE", "connector")
+                assert [h["status"] for h in history] == ["available", "faulted", "available"]
+                live = await _live(running, "CP-TWICE")
+                assert live["connectors"][0]["status"] == "available"
+                changes = await charger_events(running, "CP-TWICE", "ConnectorStatusChanged")
+                assert [e["payload"]["status"] for e in changes][-1] == "available"
+                assert len(await charger_events(running, "CP-TWICE", "FaultCleared")) == 1
+
+
+async def _true(value: bool) -> bool:
+    return value
