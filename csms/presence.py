@@ -5,9 +5,9 @@ back within it never went offline; otherwise it is offline *since the disconnect
 charger that sends nothing for 2 x heartbeat interval + grace has its socket closed and
 is offline since its last message. After a restart of this process, chargers recorded
 online were disconnected when the previous process ended (its clean stop, or its last beat
-if it died; their last message if later): they are offline since then unless they come
-back within the grace counted from then. Every transition is an event, a metric and a
-status-history interval.
+if it died; their last message or status report if later): they are offline since then
+unless they come back within the grace counted from then. Every transition is an event, a
+metric and a status-history interval.
 
 Several nodes: the ``charger_state`` row belongs to the node named in its ``node_id`` (the
 one the charger connected to last). A node writes a disconnect and marks a charger offline
@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection
 
 from csms import state
@@ -97,20 +97,31 @@ class Presence:
         grace runs from that moment, not from this start, so an outage longer than the
         grace is an offline interval even for a charger that reconnects at once. Chargers
         whose grace has run out are marked offline here, before the OCPP port opens."""
-        table = state.CHARGER_STATE
+        table, connectors = state.CHARGER_STATE, state.CONNECTOR_STATE
+        # last_seen is a deferred write (a crash loses up to a second of it); the latest
+        # status report is committed before its answer: the charger was there then.
+        reported = (
+            select(func.max(connectors.c.updated_at))
+            .where(connectors.c.charger_id == table.c.charger_id)
+            .scalar_subquery()
+        )
         async with self.ctx.db.engine.connect() as conn:
             rows = (
                 await conn.execute(
-                    select(table.c.charger_id, table.c.last_seen, table.c.connected_at).where(
-                        table.c.online.is_(True), table.c.node_id == self.ctx.node_id
-                    )
+                    select(
+                        table.c.charger_id,
+                        table.c.last_seen,
+                        table.c.connected_at,
+                        reported.label("reported"),
+                    ).where(table.c.online.is_(True), table.c.node_id == self.ctx.node_id)
                 )
             ).all()
         started = time.monotonic()
         now = self.ctx.clock()
         for row in rows:
             self._online.add(row.charger_id)
-            since = row.last_seen or row.connected_at or now
+            seen = [t for t in (row.last_seen, row.connected_at, row.reported) if t is not None]
+            since = max(seen) if seen else now
             if previous_end is not None and previous_end > since:
                 since = previous_end
             left = self._grace - max(0.0, (now - since).total_seconds())

@@ -423,6 +423,42 @@ async def test_an_outage_longer_than_the_grace_is_offline_from_the_stop(
         assert len(await events(api, back, "ChargerOnline")) == 2
 
 
+async def test_after_a_crash_the_outage_starts_after_the_last_committed_report(
+    database_url: str, servers: ServerPool, opened: list[Client]
+) -> None:
+    """Last-seen times are deferred writes, lost in a crash; a status report is committed
+    before its answer. The outage the restart records starts after that report, not at an
+    older last-seen (which put the charger's own report inside its offline interval)."""
+    # Deferred writes held back for 5 s (last-seen stays the connection time) and no beat after
+    # the start: the report is the latest sign of life the database has.
+    settings = {"defer_interval": 5, "node_beat_interval": 300, "offline_grace": 0.2}
+    first = await servers.start_ready(database_url, **settings)
+    cid = "CRASH-REPORT"
+    async with first.api() as api:
+        await register(api, cid)
+        client = await connect(first, cid, opened)
+        await client.call(
+            call.StatusNotification(
+                connector_id=1,
+                error_code="NoError",
+                status="Available",
+                timestamp="2026-01-01T00:00:00Z",
+            )
+        )
+        r = await api.get(f"/api/v1/chargers/{cid}/status-history", params={"kind": "connector"})
+        [report] = r.json()
+    first.kill()
+    await first.wait_exit()
+
+    second = await servers.start_ready(database_url, **settings)
+    async with second.api() as api:
+        history = await connectivity(api, cid)
+        assert [h["status"] for h in history] == ["online", "offline"]
+        assert ts(history[1]["started_at"]) >= ts(report["started_at"])
+        [offline] = await events(api, cid, "ChargerOffline")
+        assert ts(offline["payload"]["since"]) == ts(history[1]["started_at"])
+
+
 # ------------------------------------------------------------------ 4. migrate
 def test_migrate_twice_on_a_fresh_sqlite_file(tmp_path: Path) -> None:
     path = tmp_path / "fresh" / "chargeops.db"
