@@ -203,17 +203,26 @@ class Presence:
             last_seen=now,
             offline_since=None,
         )
-        if cid not in self._online:
+        came_online = cid not in self._online
+        if came_online:
             self._online.add(cid)
             events.append(
                 ChargerOnline(charger_id=cid, received_at=now, ocpp_version=session.ocpp_version)
             )
             state.history(writes, cid, state.CONNECTIVITY, "", "online", now)
-            metrics.CHARGER_STATE_CHANGES.labels("online").inc()
         # Commands for this charger come here from now on (before the events go out, so
         # a consumer reacting to them can reach it); a replaced session's is kept.
         await self.ctx.bus.attach_charger(cid)
-        await record(self.ctx.committer, self.ctx.bus, writes, events)
+        try:
+            await record(self.ctx.committer, self.ctx.bus, writes, events)
+        except BaseException:
+            # Not recorded (the session ends): it did not come online, so its next
+            # connection must announce it.
+            if came_online:
+                self._online.discard(cid)
+            raise
+        if came_online:
+            metrics.CHARGER_STATE_CHANGES.labels("online").inc()
 
     async def disconnected(self, session: OcppSession, reason: str = "") -> None:
         cid = session.charger_id

@@ -17,7 +17,6 @@ responder is ``offline`` at once.
 
 from __future__ import annotations
 
-import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
@@ -114,8 +113,13 @@ async def record(
 ) -> None:
     """Make state ``writes`` and ``events`` durable; return when both are.
 
-    With a transactional outbox both go in one group commit; otherwise the database
-    commit and the publish run concurrently and both must succeed.
+    With a transactional outbox both go in one group commit. Otherwise the events are
+    published first and the writes committed once the bus took them: if the publish fails
+    nothing is committed, so the state, its history and the charger's event history never
+    record a change whose events the bus does not have (the charger gets an error and its
+    retry, or its next report after a reconnect, is still a change). A commit failing after
+    the publish leaves events the bus has and the state lacks: a retry repeats them
+    (at-least-once), which consumers absorb, where a lost event cannot be recovered.
     """
     if bus.transactional_outbox:
         if events:
@@ -126,9 +130,7 @@ async def record(
     if events and bus.history_in_outbox:
         for event in events:  # the charger's event history (GET .../events), not relayed
             writes.insert_ignore(OUTBOX, history_row(event))
-    if writes and events:
-        await asyncio.gather(committer.commit(writes), bus.publish(events))
-    elif writes:
-        await committer.commit(writes)
-    elif events:
+    if events:
         await bus.publish(events)
+    if writes:
+        await committer.commit(writes)

@@ -26,7 +26,9 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
+from ocpp.exceptions import InternalError as OcppInternalError
 from ocpp.v16 import ChargePoint as ChargePoint16
+from ocpp.v16 import call as call16
 from ocpp.v16 import call_result as result16
 from ocpp.v16.enums import Action as Action16
 from sqlalchemy import func, select
@@ -792,3 +794,137 @@ async def test_the_bus_reconnects_and_restores_a_server_that_lost_its_data(
         assert metrics.REGISTRY.get_sample_value("chargeops_bus_connected") == 1
     finally:
         await bus.close()
+
+
+async def test_a_report_nats_did_not_take_leaves_no_trace_and_is_a_change_again(
+    private_nats: PrivateNats, tmp_path: Path, system_factory: SystemFactory
+) -> None:
+    """NATS down while a charger reports its connector healthy again: the charger gets
+    InternalError and nothing of the report is committed (live state, status history and
+    event history still say faulted), so the report is a change when the charger sends it
+    again after a reconnect, and the work order resolves. Before, the state was committed
+    beside the failed publish: the FaultCleared was lost for good and the order stayed open
+    although the connector was Available."""
+    store = tmp_path / "nats"
+    await private_nats.start(store)
+    url = f"nats://127.0.0.1:{private_nats.port}?stream=OUTAGE&prefix=outage"
+    cid = "CP-OUTAGE"
+    async with system_factory(bus_url=url) as running:
+        bus = running.system.bus
+        assert isinstance(bus, NatsBus)
+        await register(running.api, cid)
+
+        async def order() -> dict[str, Any] | None:
+            r = await running.api.get("/api/v1/work-orders", params={"charger_id": cid})
+            assert r.status_code == 200, r.text
+            items: list[dict[str, Any]] = r.json()["items"]
+            return items[0] if items else None
+
+        async def connector_status() -> str:
+            r = await running.api.get(f"/api/v1/chargers/{cid}")
+            assert r.status_code == 200, r.text
+            [connector] = r.json()["connectors"]
+            return str(connector["status"])
+
+        async def history() -> list[str]:
+            r = await running.api.get(f"/api/v1/chargers/{cid}/status-history")
+            assert r.status_code == 200, r.text
+            return [i["status"] for i in r.json() if i["kind"] == "connector"]
+
+        faulted = call16.StatusNotification(
+            connector_id=1, error_code="GroundFailure", status="Faulted"
+        )
+        available = call16.StatusNotification(
+            connector_id=1, error_code="NoError", status="Available"
+        )
+        async with charge_point(running, cid, "1.6") as cp:
+            await cp.call(faulted)
+            opened = await eventually(order)
+            assert opened["state"] == "new"
+
+            private_nats.stop()
+
+            async def down() -> bool:
+                try:
+                    await bus.ping()
+                except NotConnected:
+                    return True
+                except Exception:
+                    return False
+                return False
+
+            await eventually(down)
+            with pytest.raises(OcppInternalError):
+                await cp.call(available, suppress=False)
+            assert await connector_status() == "faulted"
+            assert await history() == ["faulted"]
+            assert "FaultCleared" not in [e["type"] for e in await charger_events(running, cid)]
+
+        await private_nats.start(store)
+
+        async def up() -> bool:
+            with contextlib.suppress(Exception):
+                await bus.ping()
+                return True
+            return False
+
+        await eventually(up)
+        # The charger comes back (a new session reads the state from the database) and
+        # reports the connector healthy: a change, so the fault clears and the order resolves.
+        async with charge_point(running, cid, "1.6") as cp:
+            await cp.call(available, suppress=False)
+            assert await connector_status() == "available"
+
+            async def resolved() -> dict[str, Any] | None:
+                current = await order()
+                return current if current and current["state"] == "resolved" else None
+
+            await eventually(resolved, attempts=400)
+        assert await history() == ["faulted", "available"]
+
+
+async def test_a_connection_nats_did_not_take_is_announced_by_the_next_one(
+    private_nats: PrivateNats, tmp_path: Path, system_factory: SystemFactory
+) -> None:
+    """A charger connecting while NATS is down is refused (its connection ends: nothing
+    recorded); connecting again once NATS is back, within the offline grace, it is online
+    with its ChargerOnline and the online interval, as if the refused connection had not
+    happened (it must not count as already online)."""
+    store = tmp_path / "nats"
+    await private_nats.start(store)
+    url = f"nats://127.0.0.1:{private_nats.port}?stream=REFUSED&prefix=refused"
+    cid = "CP-REFUSED"
+    async with system_factory(bus_url=url, offline_grace=30) as running:
+        bus = running.system.bus
+        assert isinstance(bus, NatsBus)
+        await register(running.api, cid)
+        private_nats.stop()
+
+        async def down() -> bool:
+            try:
+                await bus.ping()
+            except NotConnected:
+                return True
+            except Exception:
+                return False
+            return False
+
+        await eventually(down)
+        async with charge_point(running, cid, "1.6") as refused:
+            await eventually(lambda: _flag(refused.ws.close_code is not None))
+        await private_nats.start(store)
+
+        async def up() -> bool:
+            with contextlib.suppress(Exception):
+                await bus.ping()
+                return True
+            return False
+
+        await eventually(up)
+        async with charge_point(running, cid, "1.6") as cp:
+            await cp.call(call16.Heartbeat(), suppress=False)
+            r = await running.api.get(f"/api/v1/chargers/{cid}/status-history")
+            assert r.status_code == 200, r.text
+            assert [(i["kind"], i["status"]) for i in r.json()] == [("connectivity", "online")]
+            types = [e["type"] for e in await charger_events(running, cid)]
+            assert types.count("ChargerOnline") == 1, types
