@@ -41,6 +41,7 @@ from services.bus.command_call import COMMAND_GRACE_S
 from services.bus.contracts import Event
 from services.bus.nats_commands import CommandRoutes
 from services.bus.nats_consumer import DeliveryPolicy, DurableConsumer
+from services.bus.nats_lease import ConsumerLease
 from services.bus.nats_subjects import Subjects
 from services.bus.nats_url import NatsOptions
 from services.bus.relay import OutboxRelay, StagedEvent
@@ -221,10 +222,20 @@ class NatsBus(Bus):
             stream=self.options.stream,
             policy=self._policy,
             dead_letter=self._dead_letter,
+            lease=self._lease(consumer),
         )
         self._consumers[consumer] = durable
         if self._js is not None:
             self._spawn(self._start_late(durable), f"bus:{consumer}:start")
+
+    def _lease(self, consumer: str) -> ConsumerLease | None:
+        """One process at a time consumes ``consumer`` (PostgreSQL: an advisory lock)."""
+        if self._committer is None:
+            return None
+        engine = self._committer.engine
+        if engine.dialect.name != "postgresql":
+            return None
+        return ConsumerLease(engine, self.options.stream, consumer)
 
     async def _start_late(self, consumer: DurableConsumer) -> None:
         try:

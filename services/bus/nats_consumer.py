@@ -1,8 +1,9 @@
 """One durable bus consumer on JetStream: its pull consumer and its fetch loop.
 
 Decisions:
-- One durable pull consumer per bus consumer name, shared by every process subscribing
-  with that name: JetStream hands each message to one of them (the work is shared).
+- One durable pull consumer per bus consumer name, bound by every process subscribing
+  with that name; JetStream hands each message to one of the processes fetching (with a
+  lease, only its holder fetches: see below).
 - Filter: the subjects of the consumer's types. NATS before 2.10 takes one filter
   subject only: a consumer of several (not all) types then filters on every event and
   acknowledges the others unseen. The type check runs in any case.
@@ -17,6 +18,9 @@ Decisions:
   slow handler causes no redelivery (which would also count as an attempt).
 - Stop: between events; the rest of a fetched batch is nak'ed so that another process
   takes it at once, rather than after ``ack_wait``.
+- One process at a time: with a :class:`~services.bus.nats_lease.ConsumerLease` (on
+  PostgreSQL) only its holder fetches, so events are applied in stream order across
+  replicas; the others wait to take over (see :mod:`services.bus.nats_lease`).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from nats.js.client import JetStreamContext
 
 from services.bus.base import EventHandler
 from services.bus.contracts import EVENT_TYPES, parse_event
+from services.bus.nats_lease import ConsumerLease
 from services.bus.nats_subjects import Subjects, durable_name
 from services.observability import metrics
 from services.tasks import cancel_and_wait
@@ -72,6 +77,7 @@ class DurableConsumer:
         stream: str,
         policy: DeliveryPolicy,
         dead_letter: DeadLetterSink,
+        lease: ConsumerLease | None = None,
     ) -> None:
         self.name = name
         self.types = types
@@ -81,6 +87,8 @@ class DurableConsumer:
         self._policy = policy
         self._dead_letter = dead_letter
         self._sub: JetStreamContext.PullSubscription | None = None
+        self._js: JetStreamContext | None = None
+        self._lease = lease
         self._task: asyncio.Task[None] | None = None
         self._keeper: asyncio.Task[None] | None = None
         self._inflight: deque[Msg] = deque()
@@ -113,6 +121,7 @@ class DurableConsumer:
     async def ensure(self, js: JetStreamContext, multi_filter: bool) -> None:
         """Create or update the durable consumer; bind the pull subscription once."""
         await js.add_consumer(self._stream, self.config(multi_filter))
+        self._js = js
         if self._sub is None:
             self._sub = await js.pull_subscribe_bind(
                 durable=durable_name(self.name), stream=self._stream
@@ -135,11 +144,16 @@ class DurableConsumer:
         if sub is not None:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+        if self._lease is not None:
+            await self._lease.release()
 
     async def _run(self) -> None:
         failures = 0
         while not self._stopping:
             assert self._sub is not None
+            if self._lease is not None and not await self._hold_lease():
+                await asyncio.sleep(self._policy.fetch_wait)
+                continue
             try:
                 msgs = await self._sub.fetch(self._policy.batch, timeout=self._policy.fetch_wait)
             except TimeoutError:
@@ -154,6 +168,41 @@ class DurableConsumer:
                 continue
             failures = 0
             await self._handle_batch(msgs)
+
+    async def _hold_lease(self) -> bool:
+        """True while this process may fetch: it holds the lease (checked before each
+        fetch), or has just taken it over."""
+        assert self._lease is not None
+        try:
+            if self._lease.held:
+                return await self._lease.still_held()
+            if not await self._lease.try_acquire():
+                return False
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("bus consumer %s: taking the consumer lock failed: %s", self.name, exc)
+            return False
+        await self._after_takeover()
+        return True
+
+    async def _after_takeover(self) -> None:
+        """If the previous holder left events unacknowledged (it died mid-batch), wait until
+        JetStream redelivers them (``ack_wait``): they come before the events behind them."""
+        pending = 1
+        with contextlib.suppress(Exception):
+            assert self._js is not None
+            info = await self._js.consumer_info(self._stream, durable_name(self.name))
+            pending = info.num_ack_pending or 0
+        if pending:
+            log.info(
+                "bus consumer %s: %d events of the previous holder unacknowledged; waiting "
+                "%.0fs for their redelivery",
+                self.name,
+                pending,
+                self._policy.ack_wait,
+            )
+            await asyncio.sleep(self._policy.ack_wait)
 
     async def _handle_batch(self, msgs: list[Msg]) -> None:
         self._inflight = deque(msgs)

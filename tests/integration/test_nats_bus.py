@@ -37,7 +37,13 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from csms.protocol.routing import on
 from services.bus import UnsupportedBusURL, create_bus
-from services.bus.contracts import EVENT_TYPES, ChargerOnline, Event, WorkOrderChanged
+from services.bus.contracts import (
+    EVENT_TYPES,
+    ChargerOffline,
+    ChargerOnline,
+    Event,
+    WorkOrderChanged,
+)
 from services.bus.nats import NatsBus, NotConnected
 from services.bus.nats_subjects import Subjects, decode_token, durable_name, encode_token
 from services.bus.nats_url import NatsOptions, parse_nats_url
@@ -433,6 +439,59 @@ async def test_two_processes_with_one_consumer_name_share_the_work(env: NatsEnv)
     await eventually(lambda: _flag(len(got["a"]) + len(got["b"]) >= len(events)))
     handled = got["a"] + got["b"]
     assert sorted(handled) == sorted(e.event_id for e in events)  # each exactly once
+
+
+async def test_one_process_at_a_time_consumes_so_a_chargers_events_keep_their_order(
+    env: NatsEnv, db: Database
+) -> None:
+    """Two processes with one consumer name on one PostgreSQL: while the first handles a
+    charger's ChargerOffline, its ChargerOnline published behind it must not be applied
+    first by the other process (ticketing's projection would end offline, a FaultCleared
+    applied before its FaultRaised left the order open). Only the holder of the consumer's
+    lock fetches; when it stops, the other takes over."""
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("the consumer lock is PostgreSQL's (SQLite: one host, one writer)")
+    committer = env.committer(db)
+    went_offline = ChargerOffline(
+        charger_id="CP-ORDER", received_at=AT, since=AT, reason="disconnected"
+    )
+    came_back = online("CP-ORDER")
+    handled: list[tuple[str, str]] = []
+    first_started = asyncio.Event()
+    overtaken = asyncio.Event()
+
+    def handler(name: str) -> Callable[[Event], Any]:
+        async def handle(event: Event) -> None:
+            if event.event_id == went_offline.event_id:
+                first_started.set()
+                # The other process's chance to apply the later event first (a bound).
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(overtaken.wait(), 3)
+            elif event.event_id == came_back.event_id:
+                overtaken.set()
+            handled.append((name, event.event_id))
+
+        return handle
+
+    buses = {}
+    for name in ("a", "b"):
+        bus = env.bus(committer, fetch_batch=1)
+        bus.subscribe("ordered", {"ChargerOnline", "ChargerOffline"}, handler(name))
+        await bus.start()
+        buses[name] = bus
+    await buses["a"].publish([went_offline])
+    await first_started.wait()
+    await buses["a"].publish([came_back])
+    await eventually(lambda: _flag(len(handled) == 2), attempts=400)
+    assert [event_id for _, event_id in handled] == [went_offline.event_id, came_back.event_id]
+    [holder] = {name for name, _ in handled}
+
+    # The holder stops: the other process takes over.
+    await buses[holder].close()
+    later = online("CP-LATER")
+    await buses["b" if holder == "a" else "a"].publish([later])
+    await eventually(lambda: _flag(len(handled) == 3), attempts=400)
+    assert handled[-1] == ("b" if holder == "a" else "a", later.event_id)
 
 
 # ------------------------------------------------------------------ commands
