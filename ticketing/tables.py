@@ -83,6 +83,8 @@ class ChargerAsset(Base):
     ocpp_version: Mapped[str | None] = mapped_column(String(8))
     online: Mapped[bool] = mapped_column(Boolean, default=False)
     offline_since: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    #: its latest connection (received_at of its latest ChargerOnline or ChargerConnected)
+    last_connected_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_boot_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 

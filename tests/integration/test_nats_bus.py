@@ -36,6 +36,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from csms.protocol.routing import on
+from csms.tables import ChargerState
 from services.bus import UnsupportedBusURL, create_bus
 from services.bus.contracts import (
     EVENT_TYPES,
@@ -49,7 +50,7 @@ from services.bus.nats_subjects import Subjects, decode_token, durable_name, enc
 from services.bus.nats_url import NatsOptions, parse_nats_url
 from services.bus.relay import RELAY_CURSOR
 from services.bus.staging import OUTBOX, outbox_row
-from services.bus.tables import ConsumerCursor, DeadLetter
+from services.bus.tables import ConsumerCursor, DeadLetter, InboxEntry
 from services.commands.contracts import CommandReply, CommandRequest
 from services.committer import GroupCommitter, WriteSet
 from services.db import Database
@@ -64,6 +65,7 @@ from tests.conftest import (
     port_open,
     register,
 )
+from ticketing.tables import ChargerAsset
 
 pytestmark = pytest.mark.nats
 
@@ -987,3 +989,60 @@ async def test_a_connection_nats_did_not_take_is_announced_by_the_next_one(
             assert [(i["kind"], i["status"]) for i in r.json()] == [("connectivity", "online")]
             types = [e["type"] for e in await charger_events(running, cid)]
             assert types.count("ChargerOnline") == 1, types
+
+
+async def test_a_chargers_offline_relayed_after_its_reconnection_leaves_it_online(
+    env: NatsEnv, system_factory: SystemFactory
+) -> None:
+    """A ChargerOffline goes through the outbox relay (staged where the charger is marked),
+    its next connection's ChargerOnline straight to NATS: when the relay is held up (another
+    process's relay round holds the cursor, a NATS outage, a backlog) the Offline comes after
+    the Online. Ticketing's projection must still end online (it ended offline: an offline
+    work order would later open for a connected charger)."""
+    url = f"{NATS_URL}?stream={env.options.stream}&prefix={env.options.prefix}"
+    async with system_factory(bus_url=url) as running:
+        engine = running.system.db.engine
+        if engine.dialect.name != "postgresql":
+            pytest.skip("holds the relay's cursor row with FOR UPDATE (PostgreSQL)")
+        cid = "CP-RELAYED"
+        await register(running.api, cid)
+        assets = ChargerAsset.__table__
+        charger_state = ChargerState.__table__
+
+        async def value(query: Any) -> Any:
+            async with engine.connect() as conn:
+                return (await conn.execute(query)).scalar()
+
+        async def projection_online() -> Any:
+            return await value(select(assets.c.online).where(assets.c.charger_id == cid))
+
+        cursor = select(ConsumerCursor.position).where(ConsumerCursor.consumer == RELAY_CURSOR)
+
+        async def relay_started() -> bool:
+            return await value(cursor) is not None
+
+        await eventually(relay_started)
+        async with engine.connect() as holder:  # another relay's round, taking its time
+            async with charge_point(running, cid, "1.6") as cp:
+                await cp.call(call16.Heartbeat(), suppress=False)
+                assert await eventually(projection_online)
+                await holder.begin()
+                await holder.execute(cursor.with_for_update())
+
+            async def csms_offline() -> bool:
+                online = select(charger_state.c.online).where(charger_state.c.charger_id == cid)
+                return await value(online) is False
+
+            await eventually(csms_offline)
+            async with charge_point(running, cid, "1.6") as cp:
+                await cp.call(call16.Heartbeat(), suppress=False)
+                await holder.rollback()  # the relay publishes the ChargerOffline now
+                offline_id = await value(
+                    select(OUTBOX.c.event_id).where(
+                        OUTBOX.c.charger_id == cid, OUTBOX.c.type == "ChargerOffline"
+                    )
+                )
+                assert offline_id is not None
+                handled = select(InboxEntry.event_id).where(InboxEntry.event_id == offline_id)
+                await eventually(lambda: value(handled), attempts=400)
+                assert await projection_online() is True

@@ -256,9 +256,12 @@ def on_booted(conn: Connection, ctx: OpContext, event: ChargerBooted) -> None:
 
 
 def on_online(conn: Connection, ctx: OpContext, event: ChargerOnline | ChargerConnected) -> None:
+    asset = faults.asset_of(conn, event.charger_id)
+    if not asset.get("online", True) and _later(asset.get("offline_since"), event.received_at):
+        return  # the charger went offline after this connection: older news
     _touch_asset(
         conn, ctx, event.charger_id, online=True, offline_since=None,
-        ocpp_version=event.ocpp_version,
+        last_connected_at=event.received_at, ocpp_version=event.ocpp_version,
     )  # fmt: skip
     faults.healthy(
         conn,
@@ -274,7 +277,23 @@ def on_online(conn: Connection, ctx: OpContext, event: ChargerOnline | ChargerCo
 
 
 def on_offline(conn: Connection, ctx: OpContext, event: ChargerOffline) -> None:
+    """Decision: events do not reach this consumer in the order their facts happened. A
+    ChargerOffline is staged in the marking transaction and published by the outbox relay
+    (up to its poll interval later, or after a NATS outage), while the ChargerOnline of the
+    charger's next connection, perhaps on another node, is published at once: applied in
+    stream order the projection ended offline for a connected charger (and an offline order
+    opened later). So the projection keeps when the charger last connected, and an offline
+    interval that began before that is news of an outage already over (and an online event
+    older than the offline interval the projection holds is older news)."""
+    asset = faults.asset_of(conn, event.charger_id)
+    if asset.get("online") and _later(asset.get("last_connected_at"), event.since):
+        return
     _touch_asset(conn, ctx, event.charger_id, online=False, offline_since=event.since)
+
+
+def _later(newer: Any, than: Any) -> bool:
+    """``newer`` is a time after ``than`` (False if either is unknown)."""
+    return newer is not None and than is not None and bool(newer > than)
 
 
 def on_security(conn: Connection, ctx: OpContext, event: SecurityEventReported) -> None:
@@ -403,6 +422,9 @@ def relevant(conn: Connection, event: Event, known: Known | None = None) -> bool
             and asset["online"]
             and asset["offline_since"] is None
             and asset["ocpp_version"] == event.ocpp_version
+            # a new connection moves last_connected_at (see on_offline)
+            and asset["last_connected_at"] is not None
+            and not _later(event.received_at, asset["last_connected_at"])
         )
     return True
 
