@@ -63,6 +63,7 @@ def build(
     ctx.presence = presence
     bus.serve_commands(CommandExecutor(ctx, presence))
     liveness = NodeLiveness(settings, db, committer, bus, clock, on_revived=presence.reassert)
+    presence.before_takeover = liveness.before_takeover
     return CsmsRuntime(ctx, presence, OcppServer(ctx, presence), RetentionJob(ctx), liveness)
 
 

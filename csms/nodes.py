@@ -126,6 +126,21 @@ def mark_node_stopped(conn: Connection, node_id: str, started_at: datetime, now:
     )
 
 
+def due(
+    last_beat: datetime,
+    stopped_at: datetime | None,
+    *,
+    now: datetime,
+    beat_timeout: float,
+    grace: float,
+) -> bool:
+    """Is a node with this row dead and its chargers due for the sweep? (As :func:`sweep`
+    selects them.)"""
+    if stopped_at is not None and last_beat <= now - timedelta(seconds=grace):
+        return True
+    return last_beat < now - timedelta(seconds=max(beat_timeout, grace))
+
+
 def sweep(
     conn: Connection,
     bus: Bus,
@@ -293,6 +308,34 @@ class NodeLiveness:
             )
             await self._on_revived()
         return result
+
+    async def before_takeover(self, charger_id: str) -> None:
+        """A charger is connecting to this node: if another node holds it online and that
+        node is dead with its chargers due for the sweep (the sweep's own test, below), sweep
+        now. Sweeps run once per beat: a charger coming back between a sweep falling due
+        and its run had its outage erased, the new connection's online row following the
+        dead node's with no offline interval between them."""
+        table, now = state.CHARGER_STATE, self._clock()
+        async with self._db.engine.connect() as conn:
+            holder = (
+                await conn.execute(
+                    select(NODES.c.last_beat, NODES.c.stopped_at)
+                    .select_from(table.join(NODES, NODES.c.node_id == table.c.node_id))
+                    .where(
+                        table.c.charger_id == charger_id,
+                        table.c.online.is_(True),
+                        table.c.node_id != self.node_id,
+                    )
+                )
+            ).first()
+        if holder is not None and due(
+            holder.last_beat,
+            holder.stopped_at,
+            now=now,
+            beat_timeout=self._timeout,
+            grace=self.settings.offline_grace,
+        ):
+            await self.sweep_once()
 
     async def sweep_once(self) -> list[ChargerOffline]:
         now, grace = self._clock(), self.settings.offline_grace

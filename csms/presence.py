@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -76,6 +76,9 @@ class Presence:
         self._expiring: dict[str, asyncio.Future[None]] = {}
         #: registry changes before this (minus the margin) are reflected in sessions' identities
         self._registry_checked = ctx.clock()
+        #: run as a charger connects, before its connection is recorded: marks it offline
+        #: first if a dead node held it and its outage is due (:mod:`csms.nodes`)
+        self.before_takeover: Callable[[str], Awaitable[None]] | None = None
 
     @property
     def _grace(self) -> float:
@@ -160,6 +163,11 @@ class Presence:
         elif pending is not None and pending.deadline <= time.monotonic():
             outage = pending
         try:
+            if self.before_takeover is not None:
+                try:
+                    await self.before_takeover(cid)
+                except Exception:
+                    log.exception("charger %s: sweeping its previous node failed", cid)
             if old is not None:
                 # Let the replaced session's report in flight land first (it takes no more),
                 # then read the state: this one starts from what that one last reported.

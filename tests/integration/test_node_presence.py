@@ -369,3 +369,40 @@ async def test_node_taken_for_dead_reasserts_the_chargers_it_still_holds(
         )
         assert await connectivity(db, cid) == ["online", "offline", "online"]
         assert len(await offline_events(db, cid)) == 1
+
+
+async def test_charger_back_on_another_node_after_its_dead_nodes_sweep_fell_due_has_its_outage(
+    db: Database, database_url: str, opened: list[Client]
+) -> None:
+    """A's chargers are due for the sweep (A dead, the grace past) but no sweep has run yet
+    (sweeps run once per beat): one of them connecting to B is marked offline since its
+    last message first, then online. Before, B recorded the new connection's online over
+    A's with no offline interval between: the outage was erased from the status history."""
+    cid = "NP-LATE"
+    await register(db, cid)
+    slow = {"node_beat_interval": SLOW_BEAT}  # no beat, no sweep runs on its own
+    async with (
+        csms_node(database_url, "node-a", **slow) as a,
+        csms_node(database_url, "node-b", **slow) as b,
+    ):
+        assert a.csms is not None and b.csms is not None
+        first = await open_client(a, cid, opened)
+        # A dies (as in the test above), its socket to the charger dropping with it.
+        await a.csms.liveness.stop(mark_stopped=False)
+        await a.csms.presence.stop()
+        await a.committer.flush()
+        await first.close()
+        # Time passes: A's last beat is older than the beat timeout and the grace.
+        async with db.engine.begin() as conn:
+            await conn.execute(
+                update(NODES)
+                .where(NODES.c.node_id == "node-a")
+                .values(last_beat=utcnow() - timedelta(hours=1))
+            )
+        await open_client(b, cid, opened)
+
+        assert await connectivity(db, cid) == ["online", "offline", "online"]
+        [payload] = await offline_events(db, cid)
+        assert f'"reason":"{NODE_LOST}"' in payload
+        row = await live(db, cid)
+        assert (row.online, row.node_id, row.offline_since) == (True, "node-b", None)
