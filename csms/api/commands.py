@@ -6,7 +6,10 @@ the OpenAPI document and a bad body is a 422 naming the fields. The command goes
 bus to the node holding the charger's socket (:func:`services.commands.log.send_command`
 records it before and after). Answers: 200 with the reply when the charger answered
 (Rejected is an answer), 409 offline or refused, 504 no answer in time, 502 the charger
-answered with a CALLERROR (or an answer that breaks the schema).
+answered with a CALLERROR (or an answer that breaks the schema), 503 the command did not
+reach the charger's node (the bus is down, or the node holding the still-connected charger
+is not reachable over it: "no csms node holds the charger" is not taken for offline while
+the live state says it is connected to a node that beats).
 
 Admins and dispatchers may send; a technician when the app's command authorizer agrees;
 viewers never. Reads: any role.
@@ -15,6 +18,7 @@ viewers never. Reads: any role.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request
@@ -22,7 +26,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from csms.api.schemas import Page
-from csms.tables import Charger
+from csms.tables import Charger, ChargerState, CsmsNode
 from services.api_auth import AnyRole, CurrentPrincipal, Principal
 from services.api_params import INT64_MAX
 from services.api_params import cursor as parse_cursor
@@ -38,7 +42,7 @@ from services.commands.contracts import (
 )
 from services.commands.history import get_command, list_commands
 from services.commands.log import send_command
-from services.db import Database
+from services.db import Database, utcnow
 from services.problems import Problem, problem_responses
 from services.settings import Settings
 
@@ -52,6 +56,7 @@ FAILURES: dict[str, tuple[int, str]] = {
     "refused": (409, "Command refused"),
     "timeout": (504, "Charger did not answer"),
     "error": (502, "Charger answered with an error"),
+    "unavailable": (503, "Command not delivered"),
 }
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {**problem_responses(status)[status], "description": description}
@@ -60,6 +65,7 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
         (409, "the charger is offline, or the command was refused"),
         (502, "the charger answered with a CALLERROR"),
         (504, "the charger did not answer in time"),
+        (503, "the command did not reach the charger's csms node (bus or node unreachable)"),
     )
 }
 
@@ -101,6 +107,25 @@ async def _require_charger(db: Database, charger_id: str) -> None:
         raise Problem(404, "Not Found", f"no charger {charger_id!r}")
 
 
+async def _connected_node(db: Database, charger_id: str, beat_timeout: float | None) -> str | None:
+    """The live csms node the charger is connected to, per the live state (None if none:
+    not connected, or its node stopped or is silent past the beat timeout)."""
+    live, nodes = ChargerState.__table__, CsmsNode.__table__
+    async with db.engine.connect() as conn:
+        row = (
+            await conn.execute(
+                select(live.c.node_id, nodes.c.last_beat, nodes.c.stopped_at)
+                .select_from(live.outerjoin(nodes, nodes.c.node_id == live.c.node_id))
+                .where(live.c.charger_id == charger_id, live.c.connected.is_(True))
+            )
+        ).first()
+    if row is None or row.last_beat is None or row.stopped_at is not None:
+        return None
+    if beat_timeout is not None and row.last_beat < utcnow() - timedelta(seconds=beat_timeout):
+        return None
+    return f"csms node {row.node_id}"
+
+
 async def _send(
     request: Request,
     principal: Principal,
@@ -123,7 +148,13 @@ async def _send(
         timeout_s=settings.call_timeout if settings is not None else DEFAULT_CALL_TIMEOUT,
         forbid_during_transaction=forbid_during_transaction,
     )
-    reply = await send_command(state.bus, state.committer, command, state.clock)
+    db = _db(request)
+    beat_timeout = settings.node_beat_timeout if settings is not None else None
+
+    async def connected_to(cid: str) -> str | None:
+        return await _connected_node(db, cid, beat_timeout)
+
+    reply = await send_command(state.bus, state.committer, command, state.clock, connected_to)
     if reply.outcome == "answered":
         return reply
     status, title = FAILURES[reply.outcome]

@@ -49,7 +49,10 @@ CommandName = Literal[
 ]
 COMMAND_NAMES: tuple[CommandName, ...] = get_args(CommandName)
 
-Outcome = Literal["answered", "offline", "timeout", "refused", "error"]
+#: ``unavailable``: the command did not reach the charger's node: the bus is down on the
+#: sender's side, or the node holding the charger's connection is not reachable over it
+#: (the charger is still connected); nothing reached the charger, retrying later may work
+Outcome = Literal["answered", "offline", "timeout", "refused", "error", "unavailable"]
 OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
 
 #: commands whose OCPP call carries a request id the charger echoes in later notifications

@@ -4,7 +4,12 @@ The request is recorded (who, when, what, for which work order) and committed *b
 is sent, so a command exists in the log even if this process dies while it is in flight;
 its outcome (answer, timing, or why not) is recorded after. Both go through the group
 committer. A reply is always returned: a failure of the bus itself becomes outcome
-``error``; only a failure to record the request raises.
+``unavailable``; only a failure to record the request raises.
+
+An ``offline`` reply that no node sent (none took the request) is checked with ``connected_to``, the
+sender's view of where the charger is connected: a charger still connected to a node is
+``unavailable`` (its node is not reachable over the bus, e.g. while its NATS connection
+is being re-established), not offline.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -59,6 +65,26 @@ def _insert(request: CommandRequest, at: datetime) -> WriteSet:
     return writes
 
 
+async def _still_connected(
+    reply: CommandReply, request: CommandRequest, connected_to: ConnectedTo
+) -> CommandReply:
+    try:
+        node = await connected_to(request.charger_id)
+    except Exception:
+        log.exception("command %s: reading where %s is connected failed", request.command_id,
+                      request.charger_id)  # fmt: skip
+        return reply
+    if node is None:
+        return reply
+    return reply.model_copy(
+        update={
+            "outcome": "unavailable",
+            "detail": f"the charger is connected to {node}, which did not take the command "
+            "over the bus (its bus connection may be down); nothing reached the charger",
+        }
+    )
+
+
 def _complete(reply: CommandReply) -> WriteSet:
     values = reply.model_dump(exclude={"command_id"})
     if reply.status is not None:
@@ -76,8 +102,16 @@ def _complete(reply: CommandReply) -> WriteSet:
     return writes
 
 
+#: charger id -> the node (or a description of it) the charger is connected to, or None
+ConnectedTo = Callable[[str], Awaitable[str | None]]
+
+
 async def send_command(
-    bus: Bus, committer: GroupCommitter, request: CommandRequest, clock: Clock
+    bus: Bus,
+    committer: GroupCommitter,
+    request: CommandRequest,
+    clock: Clock,
+    connected_to: ConnectedTo | None = None,
 ) -> CommandReply:
     """Record ``request``, send it to the charger over ``bus``, record and return the reply."""
     if request.name in REQUEST_ID_COMMANDS and request.request_id is None:
@@ -98,9 +132,12 @@ async def send_command(
         log.exception("command %s for %s: the bus failed", request.name, request.charger_id)
         reply = CommandReply(
             command_id=request.command_id,
-            outcome="error",
-            detail=f"the bus failed: {type(exc).__name__}: {exc}",
+            outcome="unavailable",
+            detail=f"the command could not be sent: the bus failed: {type(exc).__name__}: {exc}",
         )
+    if reply.outcome == "offline" and reply.node_id is None and connected_to is not None:
+        # No node took the request (a node that did and found no session sets its id)
+        reply = await _still_connected(reply, request, connected_to)
     if reply.command_id != request.command_id:
         reply = reply.model_copy(update={"command_id": request.command_id})
     await committer.commit(_complete(reply))

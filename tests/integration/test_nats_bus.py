@@ -17,7 +17,7 @@ import string
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +51,10 @@ from services.bus.nats_url import NatsOptions, parse_nats_url
 from services.bus.relay import RELAY_CURSOR
 from services.bus.staging import OUTBOX, outbox_row
 from services.bus.tables import ConsumerCursor, DeadLetter, InboxEntry
+from services.clock import FakeClock
 from services.commands.contracts import CommandReply, CommandRequest
 from services.committer import GroupCommitter, WriteSet
-from services.db import Database
+from services.db import Database, utcnow
 from services.observability import metrics
 from tests.conftest import (
     REQUIRE_SERVICES,
@@ -1046,3 +1047,111 @@ async def test_a_chargers_offline_relayed_after_its_reconnection_leaves_it_onlin
                 handled = select(InboxEntry.event_id).where(InboxEntry.event_id == offline_id)
                 await eventually(lambda: value(handled), attempts=400)
                 assert await projection_online() is True
+
+
+class Fixable(ChargePoint16):  # type: ignore[misc]
+    received: list[str]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.received = []
+
+    @on(Action16.trigger_message)
+    def on_trigger(self, requested_message: str, **_: Any) -> result16.TriggerMessage:
+        self.received.append(f"TriggerMessage:{requested_message}")
+        return result16.TriggerMessage(status="Accepted")
+
+
+async def test_commands_that_cannot_reach_the_chargers_node_are_unavailable_not_failed(
+    private_nats: PrivateNats, tmp_path: Path, system_factory: SystemFactory
+) -> None:
+    """NATS down: the API answers 503 (outcome ``unavailable``), not 502 "Charger answered
+    with an error" (the charger never saw the command); the remediation playbook keeps its
+    step for later instead of counting it tried and moving on towards a dispatch."""
+    store = tmp_path / "nats"
+    await private_nats.start(store)
+    url = f"nats://127.0.0.1:{private_nats.port}?stream=UNAVAIL&prefix=unavail"
+    clock = FakeClock(utcnow())
+    cid = "CP-UNAVAIL"
+    async with system_factory(bus_url=url, clock=clock, ticketing_scan_interval=3600) as running:
+        bus = running.system.bus
+        assert isinstance(bus, NatsBus) and running.system.ticketing is not None
+        runner = running.system.ticketing.remediation
+        await register(running.api, cid)
+        async with charge_point(running, cid, "1.6", cp_class=Fixable) as cp:
+            await cp.call(
+                call16.StatusNotification(
+                    connector_id=1, error_code="InternalError", status="Faulted"
+                )
+            )
+
+            async def in_remote_fix() -> dict[str, Any] | None:
+                r = await running.api.get("/api/v1/work-orders", params={"charger_id": cid})
+                items: list[dict[str, Any]] = r.json()["items"]
+                return items[0] if items and items[0]["state"] == "remote_fix" else None
+
+            order = await eventually(in_remote_fix)
+            private_nats.stop()
+
+            async def down() -> bool:
+                try:
+                    await bus.ping()
+                except NotConnected:
+                    return True
+                except Exception:
+                    return False
+                return False
+
+            await eventually(down)
+            r = await running.api.post(f"/api/v1/chargers/{cid}/commands/reset", json={})
+            assert r.status_code == 503, r.text
+            assert r.json()["outcome"] == "unavailable"
+
+            await runner.run_once()  # the playbook's first step: not delivered
+            await private_nats.start(store)
+
+            async def up() -> bool:
+                with contextlib.suppress(Exception):
+                    await bus.ping()
+                    return True
+                return False
+
+            await eventually(up)
+            clock.advance(timedelta(seconds=61))
+            await runner.run_once()  # the same step again, delivered this time
+            assert cp.cp.received == ["TriggerMessage:StatusNotification"]
+            detail = (await running.api.get(f"/api/v1/work-orders/{order['id']}")).json()
+            tried = [
+                (e["changes"]["data"]["command"], e["changes"]["data"]["outcome"])
+                for e in detail["timeline"]
+                if e["kind"] == "remote_fix_attempt"
+            ]
+            assert tried == [("trigger-message", "unavailable"), ("trigger-message", "answered")]
+            assert detail["state"] == "remote_fix"
+
+
+async def test_a_connected_charger_whose_node_does_not_answer_is_unavailable_not_offline(
+    env: NatsEnv, system_factory: SystemFactory
+) -> None:
+    """Nobody answers the charger's command subject (its node's NATS connection is being
+    re-established, say) while the live state says it is connected to a node that beats:
+    503 ``unavailable``, not 409 "no csms node holds a connection" for an online charger.
+    Once it has disconnected, it is offline."""
+    url = f"{NATS_URL}?stream={env.options.stream}&prefix={env.options.prefix}"
+    cid = "CP-NO-ROUTE"
+    path = f"/api/v1/chargers/{cid}/commands/reset"
+    async with system_factory(bus_url=url) as running:
+        await register(running.api, cid)
+        async with charge_point(running, cid, "1.6", cp_class=Station) as cp:
+            await cp.call(call16.Heartbeat(), suppress=False)
+            await running.system.bus.detach_charger(cid)  # its route gone, its socket open
+            r = await running.api.post(path, json={})
+            assert r.status_code == 503, r.text
+            assert r.json()["outcome"] == "unavailable"
+            assert "connected to csms node" in r.json()["detail"]
+
+        async def offline() -> bool:
+            r = await running.api.post(path, json={})
+            return r.status_code == 409 and r.json()["outcome"] == "offline"
+
+        await eventually(offline)

@@ -30,18 +30,24 @@ from services.clock import Clock
 from services.commands.contracts import CommandReply, CommandRequest
 from services.commands.log import send_command
 from services.committer import GroupCommitter
+from services.db import table_of
 from services.tasks import PeriodicTask
 from ticketing import tx
 from ticketing.remediation import metrics
 from ticketing.remediation.playbooks import Playbook, Step, playbooks
 from ticketing.remediation.start import REMEDIATIONS
+from ticketing.tables import ChargerAsset
 from ticketing.work_orders import dispatching, store
 from ticketing.work_orders.context import OpContext
 from ticketing.work_orders.derived import signal, signals_in_window
 
 log = logging.getLogger(__name__)
+ASSETS = table_of(ChargerAsset)
 
 LEASE_S = 120.0
+#: seconds before a step whose command was not delivered (outcome ``unavailable``: the bus
+#: or the charger's node unreachable) is tried again; it does not count as tried
+UNAVAILABLE_RETRY_S = 60.0
 RESET_SIGNAL = "auto_reset"
 
 Kind = Literal["step", "over_budget", "succeeded", "stopped", "exhausted", "done", "lost"]
@@ -181,12 +187,18 @@ def record(
         "detail": (reply.detail if reply else refused),
     }
     offline = reply is not None and reply.outcome == "offline"
+    # Decision: a command that never reached the charger (the bus or its node unreachable)
+    # says nothing about the charger: the same step is tried again later rather than the
+    # playbook moving on towards a dispatch (a NATS blip used to end in a truck roll).
+    unavailable = reply is not None and reply.outcome == "unavailable"
     wait = 0.0 if (decision.mode == "lockout" or offline or reply is None) else decision.step.wait_s
+    if unavailable:
+        wait = UNAVAILABLE_RETRY_S
     answered = reply is not None and reply.outcome == "answered"
     if decision.step.command == "reset" and answered:
         signal(conn, ctx, decision.charger_id, "0", RESET_SIGNAL, 86400.0)
     book = playbooks()[rem["playbook"]]
-    next_step = len(book.steps) if offline else decision.index + 1
+    next_step = len(book.steps) if offline else decision.index + (0 if unavailable else 1)
     # no wait: this runner goes on at once, still holding it
     next_at = ctx.now + timedelta(seconds=wait if wait > 0 else LEASE_S)
     conn.execute(
@@ -356,12 +368,22 @@ class RemediationRunner:
                 forbid_during_transaction=step.command == "reset"
                 and not step.allow_during_transaction,
             )
-            reply = await send_command(self.bus, self.committer, request, self.clock)
+            reply = await send_command(
+                self.bus, self.committer, request, self.clock, self._connected_to
+            )
         return await store.run(
             self.committer,
             self._ctx(),
             lambda c, x: record(c, x, decision, params, reply, refused),
         )
+
+    async def _connected_to(self, charger_id: str) -> str | None:
+        """Where the charger is connected as far as ticketing knows (its projection)."""
+        async with self.committer.engine.connect() as conn:
+            online = (
+                await conn.execute(select(ASSETS.c.online).where(ASSETS.c.charger_id == charger_id))
+            ).scalar()
+        return "the csms node holding it (ticketing sees it online)" if online else None
 
     def start(self) -> None:
         self._periodic.start()
