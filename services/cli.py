@@ -1,6 +1,6 @@
 """The ``chargeops`` command.
 
-Exit status: 0 done; 1 failed (e.g. a ``UserError``, or the database cannot be reached:
+Exit status: 0 done; 1 failed (e.g. a ``UserError``, or the database or the bus cannot be reached:
 it may come up, so a supervisor may retry); 2 a bad setting or usage (retrying will not
 help). Both failures print one line per problem to stderr, never a traceback.
 """
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 import typer
 from pydantic import ValidationError
 
-from services.settings import ConfigError, DatabaseUnreachable, Settings, problems
+from services.settings import BusUnreachable, ConfigError, DatabaseUnreachable, Settings, problems
 
 # Decision: the rest is imported in the commands, so that `chargeops serve` catches SIGTERM
 # a fraction of a second after it starts, not after seconds of imports.
@@ -45,7 +45,7 @@ def _reported() -> Iterator[None]:
     except ConfigError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
-    except DatabaseUnreachable as exc:
+    except (DatabaseUnreachable, BusUnreachable) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
 

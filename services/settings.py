@@ -36,6 +36,11 @@ class DatabaseUnreachable(Exception):
     no such database); ``chargeops`` prints the message and exits 1."""
 
 
+class BusUnreachable(Exception):
+    """The configured bus (NATS) cannot be connected to at start; ``chargeops`` prints the
+    message and exits 1 (it may come up: a supervisor may retry)."""
+
+
 def problems(error: ValidationError) -> list[str]:
     """One line per problem in ``error``, naming the environment variable; the values
     are left out (one may be a secret)."""

@@ -34,7 +34,7 @@ from services.http_app import create_app
 from services.limits import raise_open_file_limit
 from services.migrations import upgrade_async
 from services.observability.logging import configure as configure_logging
-from services.settings import Settings
+from services.settings import BusUnreachable, Settings
 from services.tasks import PeriodicTask
 
 log = logging.getLogger(__name__)
@@ -222,6 +222,9 @@ async def serve(
         log.error("%s", exc)
         await system.stop()
         raise SystemExit(2) from exc
+    except BusUnreachable:
+        await system.stop()
+        raise
     except _StoppedDuringStartUp:
         await system.stop()
         log.info("stopped during start-up")

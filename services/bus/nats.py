@@ -14,8 +14,10 @@ rows; dead letters are still published to ``<prefix>.dead.<consumer>``).
 Connection: nats-py reconnects forever with exponential backoff and jitter
 (``reconnect_min`` doubling up to ``reconnect_max``), logs every disconnect and
 reconnect, and after a reconnect re-asserts the stream and the consumers (a server that
-lost its data gets them back). ``start`` waits ``connect_wait`` seconds for a first
-connection and then fails. ``ping`` raises while disconnected (``/readyz`` answers 503).
+lost its data gets them back). ``start`` waits ``connect_wait`` seconds (URL option,
+default 30) for a first connection and then raises
+:class:`~services.settings.BusUnreachable` (one line: the servers, passwords masked, and
+the last connection error). ``ping`` raises while disconnected (``/readyz`` answers 503).
 
 Errors: :class:`NatsBusError` (``NotConnected``, ``PublishFailed``).
 """
@@ -31,6 +33,7 @@ from typing import Any
 from nats.aio.client import Client as NATS
 from nats.aio.client import Server
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 from nats.js.api import PubAck, RetentionPolicy, StorageType, StreamConfig
 from nats.js.client import JetStreamContext
 from nats.js.errors import BadRequestError
@@ -51,6 +54,7 @@ from services.commands.contracts import CommandReply, CommandRequest
 from services.committer import GroupCommitter, WriteSet
 from services.db import table_of, utcnow
 from services.observability import metrics
+from services.settings import BusUnreachable, masked_url
 from services.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -87,7 +91,7 @@ class NatsBus(Bus):
         fetch_batch: int = 100,
         fetch_wait: float = 1.0,
         publish_timeout: float = 5.0,
-        connect_wait: float = 30.0,
+        connect_wait: float | None = None,
         reconnect_min: float = 0.5,
         reconnect_max: float = 10.0,
         command_grace: float = COMMAND_GRACE_S,
@@ -107,7 +111,8 @@ class NatsBus(Bus):
             fetch_wait=fetch_wait,
         )
         self._publish_timeout = publish_timeout
-        self._connect_wait = connect_wait
+        self._connect_wait = connect_wait if connect_wait is not None else options.connect_wait
+        self._last_error: str | None = None
         self._reconnect_min = reconnect_min
         self._reconnect_max = reconnect_max
         self._nc: NATS | None = None
@@ -152,6 +157,13 @@ class NatsBus(Bus):
                 ),
                 self._connect_wait,
             )
+        except (TimeoutError, OSError, NatsError) as exc:
+            await nc.close()
+            reason = self._last_error or f"{type(exc).__name__}: {exc}"
+            servers = ", ".join(masked_url(s) for s in self.options.servers)
+            raise BusUnreachable(
+                f"cannot reach NATS at {servers} within {self._connect_wait:g} s: {reason}"
+            ) from None
         except BaseException:
             await nc.close()
             raise
@@ -406,6 +418,7 @@ class NatsBus(Bus):
         self._spawn(self._restore(), "bus:restore")
 
     async def _on_error(self, exc: Exception) -> None:
+        self._last_error = f"{type(exc).__name__}: {exc}"
         log.warning("bus: NATS: %s: %s", type(exc).__name__, exc)
 
     async def _on_closed(self) -> None:

@@ -6,7 +6,9 @@ optional): ``stream`` (JetStream stream name, default ``CHARGEOPS_EVENTS``), ``p
 ``max_age`` (seconds events are kept, default 7 days), ``dedup_window`` (seconds within
 which a repeated event id is dropped, default 120), ``max_attempts`` (deliveries before a
 failing event is dead-lettered, default 8), ``ack_wait`` (seconds a delivered event may
-stay unacknowledged before it is redelivered, default 30). An unknown option is an error.
+stay unacknowledged before it is redelivered, default 30), ``connect_wait`` (seconds a
+process starting waits for a first connection before it gives up, default 30). An unknown
+option is an error.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class NatsOptions:
     dedup_window: float = 120.0
     max_attempts: int = 8
     ack_wait: float = 30.0
+    connect_wait: float = 30.0
 
     def __post_init__(self) -> None:
         if not self.servers:
@@ -42,8 +45,10 @@ class NatsOptions:
             raise UnsupportedBusURL(f"invalid subject prefix {self.prefix!r}")
         if not 1 <= self.replicas <= 5:
             raise UnsupportedBusURL("replicas must be between 1 and 5")
-        if self.max_age <= 0 or self.dedup_window <= 0 or self.ack_wait <= 0:
-            raise UnsupportedBusURL("max_age, dedup_window and ack_wait must be positive")
+        if min(self.max_age, self.dedup_window, self.ack_wait, self.connect_wait) <= 0:
+            raise UnsupportedBusURL(
+                "max_age, dedup_window, ack_wait and connect_wait must be positive"
+            )
         if self.dedup_window > self.max_age:
             raise UnsupportedBusURL("dedup_window cannot exceed max_age")
         if self.max_attempts < 1:
@@ -58,6 +63,7 @@ _CONVERTERS: dict[str, Callable[[str], Any]] = {
     "dedup_window": float,
     "max_attempts": int,
     "ack_wait": float,
+    "connect_wait": float,
 }
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PG_HOST, need_service
-from tests.process import run_command
+from tests.process import free_port, run_command, run_migrate
 
 
 def chargeops(tmp_path: Path, command: str, database_url: str, **settings: str) -> tuple[int, str]:
@@ -65,3 +65,24 @@ def test_a_database_that_does_not_exist_is_one_line_exit_1(tmp_path: Path, comma
         f"cannot reach the database at postgresql+asyncpg://postgres:***@{PG_HOST}:5432/"
         f'{name}: database "{name}" does not exist'
     )
+
+
+@pytest.mark.parametrize("command", ["serve", "csms"])
+def test_an_unreachable_nats_is_one_line_exit_1(tmp_path: Path, command: str) -> None:
+    port = free_port()  # nothing listens there
+    database_url = f"sqlite+aiosqlite:///{tmp_path}/chargeops.db"
+    run_migrate(database_url, tmp_path)  # csms does not migrate
+    code, output = chargeops(
+        tmp_path,
+        command,
+        database_url,
+        bus_url=f"nats://ops:hunter2@127.0.0.1:{port}?connect_wait=1",
+    )
+    assert code == 1, output
+    assert "Traceback" not in output
+    assert "hunter2" not in output
+    last = output.splitlines()[-1]
+    assert last.startswith(f"cannot reach NATS at nats://ops:***@127.0.0.1:{port} within 1 s: "), (
+        output
+    )
+    assert "Connect call failed" in last or "refused" in last, last
