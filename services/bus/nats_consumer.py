@@ -94,6 +94,8 @@ class DurableConsumer:
         self._inflight: deque[Msg] = deque()
         self._batch_no = 0
         self._stopping = False
+        #: events of the consumer not yet fetched by anyone, as of the last fetch
+        self._pending = 0
 
     def config(self, multi_filter: bool) -> ConsumerConfig:
         """``multi_filter``: the server takes several filter subjects (NATS 2.10+)."""
@@ -152,11 +154,16 @@ class DurableConsumer:
         while not self._stopping:
             assert self._sub is not None
             if self._lease is not None and not await self._hold_lease():
+                # another process consumes: its figure is the backlog, not a stale one here
+                self._pending = 0
+                self._report_backlog()
                 await asyncio.sleep(self._policy.fetch_wait)
                 continue
             try:
                 msgs = await self._sub.fetch(self._policy.batch, timeout=self._policy.fetch_wait)
             except TimeoutError:
+                self._pending = 0  # nothing waits for this consumer
+                self._report_backlog()
                 continue
             except asyncio.CancelledError:
                 raise
@@ -167,6 +174,7 @@ class DurableConsumer:
                 await asyncio.sleep(self._policy.delay(failures))
                 continue
             failures = 0
+            self._pending = _pending_after(msgs)
             await self._handle_batch(msgs)
 
     async def _hold_lease(self) -> bool:
@@ -209,6 +217,7 @@ class DurableConsumer:
         self._batch_no += 1
         try:
             while self._inflight:
+                self._report_backlog()
                 if self._stopping:
                     for msg in self._inflight:
                         await self._settle(msg, ack=False, delay=0.0)
@@ -217,6 +226,13 @@ class DurableConsumer:
                 self._inflight.popleft()
         finally:
             self._inflight = deque()
+            self._report_backlog()
+
+    def _report_backlog(self) -> None:
+        """``chargeops_bus_outbox_backlog{consumer}``: the events of this consumer that no
+        process has fetched yet (JetStream's count at the last fetch) plus those fetched
+        here and not handled yet. An event waiting for a delayed retry is not counted."""
+        metrics.child(metrics.OUTBOX_BACKLOG, self.name).set(len(self._inflight) + self._pending)
 
     async def _deliver(self, msg: Msg) -> None:
         try:
@@ -286,3 +302,14 @@ class DurableConsumer:
                     with contextlib.suppress(Exception):
                         await msg.in_progress()
             seen = self._batch_no
+
+
+def _pending_after(msgs: list[Msg]) -> int:
+    """Events of the consumer still on the server after this batch (from the last
+    message's JetStream metadata; 0 if it carries none)."""
+    if not msgs:
+        return 0
+    try:
+        return max(0, int(msgs[-1].metadata.num_pending or 0))
+    except Exception:  # not a JetStream message: no metadata to read
+        return 0

@@ -77,7 +77,9 @@ COMMANDS = Counter(
 
 OUTBOX_BACKLOG = Gauge(
     "chargeops_bus_outbox_backlog",
-    "Events committed to the outbox and not yet delivered, per consumer",
+    "Events not yet delivered, per consumer (embedded bus: outbox rows past the consumer's "
+    "cursor; NATS bus: the JetStream consumer's events not yet fetched plus those fetched "
+    "and not yet handled; relay:nats: outbox rows not yet published)",
     ["consumer"],
     registry=REGISTRY,
 )

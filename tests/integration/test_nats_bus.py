@@ -497,6 +497,35 @@ async def test_one_process_at_a_time_consumes_so_a_chargers_events_keep_their_or
     assert handled[-1] == ("b" if holder == "a" else "a", later.event_id)
 
 
+async def test_a_consumers_backlog_is_reported_and_drains_to_zero(env: NatsEnv) -> None:
+    # chargeops_bus_outbox_backlog{consumer} is what the backlog alerts and the dashboard
+    # read (deploy/prometheus/alerts.yml): on the NATS bus it was never set for a consumer,
+    # so ticketing.work-orders falling behind in the distributed mode went unseen.
+    name = f"backlog-{uuid.uuid4().hex[:8]}"
+    release = asyncio.Event()
+    handled: list[str] = []
+
+    async def slow(event: Event) -> None:
+        await release.wait()
+        handled.append(event.event_id)
+
+    def backlog() -> float | None:
+        return metrics.REGISTRY.get_sample_value("chargeops_bus_outbox_backlog", {"consumer": name})
+
+    publisher = env.bus()
+    await publisher.start()
+    events = [online(f"CP-{n}") for n in range(6)]
+    await publisher.publish(events)
+    bus = env.bus(fetch_batch=2)
+    bus.subscribe(name, {"ChargerOnline"}, slow)
+    await bus.start()
+    # 2 fetched and held by the handler, 4 still on the server
+    await eventually(lambda: _flag(backlog() == 6))
+    release.set()
+    await eventually(lambda: _flag(len(handled) == len(events)))
+    await eventually(lambda: _flag(backlog() == 0))
+
+
 # ------------------------------------------------------------------ commands
 
 
