@@ -274,3 +274,19 @@ def test_readme_lists_every_setting_with_its_default() -> None:
     assert sorted(set(table) - set(defaults)) == [], "README table rows that are no setting"
     wrong = {name: (table[name], real) for name, real in defaults.items() if table[name] != real}
     assert not wrong, f"README default != real default: {wrong}"
+
+
+def test_deploy_readme_describes_every_alert() -> None:
+    # Rows name alerts as "ChargeOpsA / B / C": B and C stand for ChargeOpsB, ChargeOpsC.
+    readme = (DEPLOY / "README.md").read_text()
+    table = readme[readme.index("| alert | fires when |") :]
+    described: set[str] = set()
+    for line in table.splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        for part in line.split("|")[1].split("/"):
+            name = part.strip().split(" (")[0]
+            described.add(name if name.startswith("ChargeOps") else f"ChargeOps{name}")
+    alerts = {rule["alert"] for rule in rules()}
+    assert sorted(alerts - described) == [], "alerts missing from deploy/README.md"
+    assert sorted(described - alerts) == [], "deploy/README.md rows that are no alert"
