@@ -260,16 +260,18 @@ class OcppSession:
             return
         type_id: int = frame.message_type_id
         unique_id: str = frame.unique_id
-        metrics.child(metrics.FRAMES, "in", str(type_id), "response").inc()
         awaiting = self._awaiting
         if awaiting is None or awaiting[0] != unique_id:
             # Decision: only the answer to our outstanding CALL reaches the library's
             # unbounded queue; anything else would pile up until our next call() walks it
             # (recursively). It is kept in the raw log and counted, then dropped.
+            metrics.child(metrics.FRAMES, "in", str(type_id), "response").inc()
             self._log_exchange(type_id, None, unique_id, text, received_at, None, None)
             self._stale_response(unique_id)
             return
         self._awaiting = None  # a repeated answer to the same CALL is stale too
+        # Counted under the action of our CALL it answers (one we sent: a bounded set).
+        metrics.child(metrics.FRAMES, "in", str(type_id), awaiting[1]).inc()
         # Logged with the action of the CALL it answers, so a filter on the action finds it.
         self._log_exchange(type_id, awaiting[1], unique_id, text, received_at, None, None)
         self._response_queue.put_nowait(frame)  # type: ignore[attr-defined]

@@ -21,7 +21,9 @@ CHARGERS_CONNECTED = Gauge(
 )
 FRAMES = Counter(
     "chargeops_ocpp_frames_total",
-    "OCPP frames by direction (in/out), message type and action",
+    "OCPP frames by direction (in/out), message type and action (an answer to our CALL: "
+    "that CALL's action; unparsable: none; unknown action: unknown; answering no "
+    "outstanding CALL: response)",
     ["direction", "message_type", "action"],
     registry=REGISTRY,
 )

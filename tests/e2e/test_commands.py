@@ -35,6 +35,7 @@ from services.commands.contracts import (
 )
 from services.committer import GroupCommitter
 from services.http_app import set_command_authorizer
+from services.observability import metrics
 from tests.conftest import Running, SystemFactory, charge_point, eventually, register
 
 REQUEST_ID = object()  # stands for the request id the command log assigned
@@ -611,6 +612,30 @@ async def test_answers_are_logged_with_the_action_they_answer(running: Running) 
     # Our CALL and the charger's CALLRESULT / CALLERROR to it, under the command's action.
     assert await eventually(lambda: logged("Reset")) == [("in", 3), ("out", 2)]
     assert await eventually(lambda: logged("DataTransfer")) == [("in", 4), ("out", 2)]
+
+
+def frames_in(message_type: str, action: str) -> float:
+    value = metrics.REGISTRY.get_sample_value(
+        "chargeops_ocpp_frames_total",
+        {"direction": "in", "message_type": message_type, "action": action},
+    )
+    return value or 0.0
+
+
+async def test_answers_are_counted_under_the_action_they_answer(running: Running) -> None:
+    # chargeops_ocpp_frames_total is "frames in/out by action": a charger's CALLRESULT or
+    # CALLERROR to our CALL counts under that CALL's action, not as action="response".
+    cid = "CP-METRIC-ACTION"
+    await register(running.api, cid)
+    before = {
+        key: frames_in(*key) for key in (("3", "Reset"), ("4", "DataTransfer"), ("3", "response"))
+    }
+    async with charge_point(running, cid, "1.6", cp_class=Station16):
+        assert (await send(running, cid, "reset", {"type": "soft"})).status_code == 200
+        assert (await send(running, cid, "data-transfer", {"vendor_id": "boom"})).status_code == 502
+    assert frames_in("3", "Reset") == before[("3", "Reset")] + 1
+    assert frames_in("4", "DataTransfer") == before[("4", "DataTransfer")] + 1
+    assert frames_in("3", "response") == before[("3", "response")]
 
 
 async def test_offline_unknown_and_invalid(running: Running) -> None:
