@@ -153,6 +153,8 @@ class OcppSession:
         #: (message id, action) of our CALL still waiting for its answer; the library's
         #: ``call()`` allows one at a time (``_call_lock``).
         self._awaiting: tuple[str, str] | None = None
+        #: message id -> what to call as that CALL leaves (``call_charger``'s ``on_sent``)
+        self._on_sent: dict[str, Callable[[], None]] = {}
         self._stale_logged_at = 0.0
         #: Accepted by the last BootNotification answer (before one: by the registry at
         #: the handshake, as a station may reconnect without booting).
@@ -441,26 +443,36 @@ class OcppSession:
         if action is not None:
             # Set before the frame leaves: its answer may arrive before send() returns.
             self._awaiting = (parsed[1], action)
+            on_sent = self._on_sent.pop(parsed[1], None)
+            if on_sent is not None:
+                on_sent()
             if action == "TriggerMessage":
                 requested = str(parsed[3].get("requestedMessage"))
                 self._triggered.add(TRIGGERED_ACTION.get(requested, requested))
         await self._send_frame(message, parsed[0], parsed[1], action)
 
     # ----------------------------------------------------------------- commands
-    async def call_charger(self, payload: Any) -> Any:
+    async def call_charger(self, payload: Any, on_sent: Callable[[], None] | None = None) -> Any:
         """Send a CSMS-initiated CALL with the library's ``call()``; return the answer.
 
         A CALLERROR answer raises the library's ``OCPPError`` (``suppress=False``); no
-        answer within ``call_timeout`` raises ``TimeoutError``. Payloads are validated by
-        the caller with the compiled validators, so an ``OCPPError`` here is always the
-        charger's own CALLERROR."""
+        answer within ``call_timeout`` of the CALL leaving raises ``TimeoutError``.
+        Payloads are validated by the caller with the compiled validators, so an
+        ``OCPPError`` here is always the charger's own CALLERROR.
+
+        The library sends one CALL at a time (``_call_lock``): a call made while another
+        awaits its answer waits for it before it is sent. ``on_sent`` is called as the
+        frame leaves (never if the call is cancelled while waiting)."""
         call = super().call  # type: ignore[misc]
         unique_id = str(uuid.uuid4())
+        if on_sent is not None:
+            self._on_sent[unique_id] = on_sent
         try:
             return await call(
                 payload, suppress=False, unique_id=unique_id, skip_schema_validation=True
             )
         finally:
+            self._on_sent.pop(unique_id, None)
             # Timed out or cancelled: a late answer to this CALL is stale from now on.
             if self._awaiting is not None and self._awaiting[0] == unique_id:
                 self._awaiting = None

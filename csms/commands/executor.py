@@ -10,7 +10,12 @@ mid-command fails the command at once, it never hangs), or the timeout (``timeou
 
 The timeout is the request's ``timeout_s``, capped by this node's ``call_timeout`` (the
 library's own response timeout). Commands to one charger are sent one at a time (the
-library's call lock, as OCPP allows one outstanding CALL), the wait for the lock included.
+library's call lock, as OCPP allows one outstanding CALL): a command made while another
+awaits its answer is queued behind it, the wait counted in its timeout (the bus waits for
+the executor no longer than the timeout). ``sent_at`` is only ever the time the CALL
+actually left; a command still queued at its timeout is withdrawn unsent (``refused``: it
+never reached the charger, safe to retry); one sent late that times out says how long it
+waited for the earlier answer.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import datetime
 from typing import Any
 
 from ocpp.charge_point import remove_nones, serialize_as_dict, snake_to_camel_case
@@ -126,39 +132,71 @@ class CommandExecutor:
     ) -> CommandReply:
         action = type(payload).__name__
         timeout = min(request.timeout_s, self.ctx.settings.call_timeout)
-        sent_at = self.ctx.clock()
-        started = time.perf_counter()
-        call = asyncio.create_task(session.call_charger(payload), name=f"command:{action}")
+        begun = time.perf_counter()
+        sent = asyncio.Event()
+        sent_at: datetime | None = None
+        started = 0.0
+
+        def on_sent() -> None:
+            nonlocal sent_at, started
+            sent_at = self.ctx.clock()
+            started = time.perf_counter()
+            sent.set()
+
+        call = asyncio.create_task(session.call_charger(payload, on_sent), name=f"command:{action}")
         closed = asyncio.create_task(session.ws.wait_closed())
+        leaving = asyncio.create_task(sent.wait())
         try:
-            await asyncio.wait({call, closed}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            # Queued behind an earlier command to this charger until the CALL leaves, then
+            # waiting for the answer: both within ``timeout`` (the bus waits no longer).
+            await asyncio.wait(
+                {call, closed, leaving}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            if sent.is_set() and not call.done() and not closed.done():
+                remaining = timeout - (time.perf_counter() - begun)
+                await asyncio.wait(
+                    {call, closed}, timeout=max(remaining, 0.0), return_when=asyncio.FIRST_COMPLETED
+                )
         finally:
-            for task in (call, closed):
+            for task in (call, closed, leaving):
                 task.cancel()
-            await asyncio.gather(call, closed, return_exceptions=True)
-        timing = {
-            "sent_at": sent_at,
-            "answered_at": self.ctx.clock(),
-            "duration_ms": (time.perf_counter() - started) * 1000.0,
-        }
+            await asyncio.gather(call, closed, leaving, return_exceptions=True)
+        timing: dict[str, Any] = {"sent_at": sent_at}
+        if sent_at is not None:
+            timing["duration_ms"] = (time.perf_counter() - started) * 1000.0
+        queued = started - begun if sent_at is not None else 0.0
+        no_answer = f"no answer within {timeout:g} s"
+        if queued >= 0.001:
+            no_answer = (
+                f"no answer within {timeout - queued:.3g} s of sending (it waited {queued:.3g} s "
+                f"for the answer to an earlier command; {timeout:g} s in all)"
+            )
         if call.cancelled():
             if closed.done() and not closed.cancelled():
                 return self._reply(
                     request,
                     "offline",
-                    detail="the connection closed before the charger answered",
-                    sent_at=sent_at,
+                    detail="the connection closed before the charger answered"
+                    if sent_at is not None
+                    else "the connection closed before the command was sent",
+                    **timing,
                 )
-            return self._reply(
-                request, "timeout", detail=f"no answer within {timeout:g} s", sent_at=sent_at
-            )
+            if sent_at is None:
+                return self._reply(
+                    request,
+                    "refused",
+                    detail=f"not sent: an earlier command to this charger was still awaiting "
+                    f"its answer after {timeout:g} s (OCPP allows one outstanding call)",
+                )
+            return self._reply(request, "timeout", detail=no_answer, **timing)
+        if sent_at is not None:
+            timing["answered_at"] = self.ctx.clock()
         error = call.exception()
         if error is None:
             return self._answered(session, request, action, call.result(), timing)
         if isinstance(error, TimeoutError):
-            return self._reply(
-                request, "timeout", detail=f"no answer within {timeout:g} s", sent_at=sent_at
-            )
+            timing.pop("answered_at", None)
+            return self._reply(request, "timeout", detail=no_answer, **timing)
         if isinstance(error, OCPPError):
             detail = f"CALLERROR {error.code}: {error.description}"
         elif isinstance(error, UnknownCallErrorCodeError):

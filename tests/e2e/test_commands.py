@@ -33,6 +33,7 @@ from services.commands.contracts import (
     CommandRequest,
     validate_params,
 )
+from services.commands.log import send_command
 from services.committer import GroupCommitter
 from services.http_app import set_command_authorizer
 from services.observability import metrics
@@ -229,6 +230,32 @@ class Stalling16(ChargePoint16):  # type: ignore[misc]
     @on(Action16.reset)
     async def on_reset(self, **_: Any) -> result16.Reset:
         self.reset_received.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+class Gated16(Station16):
+    """A 1.6 charge point that holds its answer to a Reset until ``release`` is set."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reset_received = asyncio.Event()
+        self.release = asyncio.Event()
+
+    @on(Action16.reset)
+    async def on_reset(self, **kw: Any) -> result16.Reset:
+        self.got("Reset", kw)
+        self.reset_received.set()
+        await self.release.wait()
+        return result16.Reset(status="Accepted")
+
+
+class GatedSilentCache16(Gated16):
+    """Holds its Reset answer like Gated16 and never answers a ClearCache."""
+
+    @on(Action16.clear_cache)
+    async def on_clear_cache(self, **kw: Any) -> result16.ClearCache:
+        self.got("ClearCache", kw)
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
 
@@ -703,6 +730,131 @@ async def test_a_reconnect_fails_the_command_in_flight_and_the_next_reaches_the_
                 r = await send(running, cid, "reset", {"type": "hard"})
                 assert r.status_code == 200, r.text
                 assert second.cp.received == [("Reset", {"type": "Hard"})]
+
+
+async def test_a_second_command_waits_for_the_first_answer_then_is_sent(
+    system_factory: SystemFactory,
+) -> None:
+    # OCPP allows one outstanding CALL: the second command is queued, not refused.
+    async with system_factory(call_timeout=60) as running:
+        cid = "CP-QUEUE"
+        await register(running.api, cid)
+        async with charge_point(running, cid, "1.6", cp_class=Gated16) as cp:
+            first = asyncio.create_task(send(running, cid, "reset"))
+            await eventually(lambda: _is_set(cp.cp.reset_received))
+            second = asyncio.create_task(send(running, cid, "clear-cache"))
+
+            async def queued() -> bool:
+                r = await running.api.get(f"/api/v1/chargers/{cid}/commands")
+                return len(r.json()["items"]) == 2
+
+            await eventually(queued)
+            assert [a for a, _ in cp.cp.received] == ["Reset"]
+            cp.cp.release.set()
+            a, b = await asyncio.wait_for(asyncio.gather(first, second), 30)
+            assert a.status_code == 200 and b.status_code == 200, (a.text, b.text)
+            assert [a for a, _ in cp.cp.received] == ["Reset", "ClearCache"]
+            assert b.json()["sent_at"] > a.json()["sent_at"]
+
+
+async def test_a_command_still_queued_at_its_timeout_is_withdrawn_unsent(
+    system_factory: SystemFactory,
+) -> None:
+    async with system_factory(call_timeout=60) as running:
+        cid = "CP-QUEUE-2"
+        await register(running.api, cid)
+        state = running.system.app.state
+        async with charge_point(running, cid, "1.6", cp_class=Gated16) as cp:
+            first = asyncio.create_task(send(running, cid, "reset"))
+            await eventually(lambda: _is_set(cp.cp.reset_received))
+            # The charger sits on the Reset; a command with a short timeout queued behind
+            # it never leaves: it is not a timeout of a command the charger got.
+            request = CommandRequest(
+                command_id="queued-1",
+                charger_id=cid,
+                name="clear-cache",
+                params={},
+                requested_by="user:admin",
+                timeout_s=0.2,
+            )
+            reply = await send_command(state.bus, state.committer, request, state.clock)
+            assert reply.outcome == "refused", reply
+            assert reply.detail is not None and "not sent" in reply.detail
+            assert reply.sent_at is None
+            logged = await record(running, "queued-1")
+            assert (logged["outcome"], logged["sent_at"]) == ("refused", None)
+
+            cp.cp.release.set()
+            assert (await asyncio.wait_for(first, 30)).status_code == 200
+            assert [a for a, _ in cp.cp.received] == ["Reset"]
+
+
+async def test_a_command_sent_late_that_times_out_says_it_waited(
+    system_factory: SystemFactory,
+) -> None:
+    async with system_factory(call_timeout=60) as running:
+        cid = "CP-QUEUE-4"
+        await register(running.api, cid)
+        state = running.system.app.state
+        async with charge_point(running, cid, "1.6", cp_class=GatedSilentCache16) as cp:
+            first = asyncio.create_task(send(running, cid, "reset"))
+            await eventually(lambda: _is_set(cp.cp.reset_received))
+            request = CommandRequest(
+                command_id="queued-2",
+                charger_id=cid,
+                name="clear-cache",
+                params={},
+                requested_by="user:admin",
+                timeout_s=2,
+            )
+            second = asyncio.create_task(
+                send_command(state.bus, state.committer, request, state.clock)
+            )
+
+            async def queued() -> bool:
+                r = await running.api.get(f"/api/v1/chargers/{cid}/commands")
+                return len(r.json()["items"]) == 2
+
+            await eventually(queued)
+            cp.cp.release.set()
+            assert (await asyncio.wait_for(first, 30)).status_code == 200
+            reply = await asyncio.wait_for(second, 30)
+            assert reply.outcome == "timeout", reply
+            assert reply.sent_at is not None and reply.duration_ms is not None
+            assert reply.detail is not None and "for the answer to an earlier command" in (
+                reply.detail
+            )
+            assert [a for a, _ in cp.cp.received] == ["Reset", "ClearCache"]
+
+
+async def test_a_disconnect_fails_a_queued_command_as_not_sent(
+    system_factory: SystemFactory,
+) -> None:
+    async with system_factory(call_timeout=60) as running:
+        cid = "CP-QUEUE-3"
+        await register(running.api, cid)
+        async with charge_point(running, cid, "1.6", cp_class=Gated16) as cp:
+            first = asyncio.create_task(send(running, cid, "reset"))
+            await eventually(lambda: _is_set(cp.cp.reset_received))
+            second = asyncio.create_task(send(running, cid, "clear-cache"))
+
+            async def queued() -> bool:
+                r = await running.api.get(f"/api/v1/chargers/{cid}/commands")
+                return len(r.json()["items"]) == 2
+
+            await eventually(queued)
+            await cp.close()
+            a, b = await asyncio.wait_for(asyncio.gather(first, second), 30)
+        assert a.status_code == 409 and b.status_code == 409, (a.text, b.text)
+        assert a.json()["detail"] == "the connection closed before the charger answered"
+        assert a.json()["reply"]["sent_at"] is not None
+        assert b.json()["detail"] == "the connection closed before the command was sent"
+        logged = await record(running, b.json()["command_id"])
+        assert (logged["outcome"], logged["sent_at"]) == ("offline", None)
+
+
+async def _is_set(event: asyncio.Event) -> bool:
+    return event.is_set()
 
 
 async def test_forbid_during_transaction(running: Running) -> None:
