@@ -129,6 +129,11 @@ def update_firmware(p: UpdateFirmwareParams, c: CallContext) -> call.UpdateFirmw
 
 
 def remote_start(p: RemoteStartParams, c: CallContext) -> call.RequestStartTransaction:
+    if p.connector is not None and "/" in p.connector:
+        raise NotApplicable(
+            f"connector {p.connector!r}: OCPP 2.0.1 RequestStartTransaction names an EVSE "
+            "(a number), not one of its connectors"
+        )
     evse = _evse(p.connector)
     return call.RequestStartTransaction(
         id_token={"id_token": p.id_token, "type": p.id_token_type},

@@ -210,7 +210,8 @@ class UpdateFirmwareParams(_Params):
 
 class RemoteStartParams(_Params):
     """1.6 RemoteStartTransaction (id tags up to 20 characters); 2.0.1
-    RequestStartTransaction (``connector`` names the EVSE; ``id_token_type`` is 2.0.1)."""
+    RequestStartTransaction (``connector`` names the EVSE, an ``"N/M"`` key is
+    refused; ``id_token_type`` is 2.0.1)."""
 
     id_token: str = Field(min_length=1, max_length=36)
     id_token_type: Literal[

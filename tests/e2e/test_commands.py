@@ -589,9 +589,16 @@ async def test_every_command_to_an_ocpp201_station(running: Running) -> None:
         )
         assert r.status_code == 409, r.text
         assert "not applicable to OCPP 2.0.1" in r.json()["detail"]
+        # RequestStartTransaction takes an EVSE: a connector is refused, not dropped (the
+        # station would pick any connector of EVSE 1).
+        before = len(cp.cp.received)
+        r = await send(running, cid, "remote-start", {"id_token": "TAG-1", "connector": "1/2"})
+        assert r.status_code == 409, r.text
+        assert "not applicable to OCPP 2.0.1" in r.json()["detail"]
+        assert len(cp.cp.received) == before
 
     r = await running.api.get(f"/api/v1/chargers/{cid}/commands", params={"limit": 1000})
-    assert len(r.json()["items"]) == len(CASES_201) + 2
+    assert len(r.json()["items"]) == len(CASES_201) + 3
 
 
 # ------------------------------------------------------------------ answers and failures
