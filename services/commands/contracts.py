@@ -27,7 +27,16 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 import orjson
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 if TYPE_CHECKING:
     from services.api_auth import Principal
@@ -102,11 +111,12 @@ class UnlockConnectorParams(_Params):
 
     connector: ConnectorKey
 
-    @model_validator(mode="after")
-    def _not_whole_charger(self) -> UnlockConnectorParams:
-        if self.connector.split("/")[0] == "0":
-            raise ValueError("connector: unlock needs a connector, not 0")
-        return self
+    @field_validator("connector")
+    @classmethod
+    def _not_whole_charger(cls, connector: str) -> str:
+        if connector.split("/")[0] == "0":
+            raise ValueError("unlock needs a connector, not 0")
+        return connector
 
 
 class ChangeAvailabilityParams(_Params):
@@ -188,11 +198,13 @@ class GetDiagnosticsParams(_Params):
     retry_interval: RetryInterval | None = None
     log_type: Literal["DiagnosticsLog", "SecurityLog"] = "DiagnosticsLog"
 
-    @model_validator(mode="after")
-    def _window(self) -> GetDiagnosticsParams:
-        if self.start is not None and self.stop is not None and self.start > self.stop:
-            raise ValueError("start must not be after stop")
-        return self
+    @field_validator("stop")
+    @classmethod
+    def _window(cls, stop: datetime | None, info: ValidationInfo) -> datetime | None:
+        start = info.data.get("start")
+        if start is not None and stop is not None and start > stop:
+            raise ValueError("stop must not be before start")
+        return stop
 
 
 class UpdateFirmwareParams(_Params):
@@ -236,11 +248,12 @@ class DataTransferParams(_Params):
     message_id: str | None = Field(default=None, min_length=1, max_length=50)
     data: JsonValue = None
 
-    @model_validator(mode="after")
-    def _bounded(self) -> DataTransferParams:
-        if len(orjson.dumps(self.data)) > DATA_TRANSFER_MAX_BYTES:
-            raise ValueError(f"data: at most {DATA_TRANSFER_MAX_BYTES} bytes of JSON")
-        return self
+    @field_validator("data")
+    @classmethod
+    def _bounded(cls, data: JsonValue) -> JsonValue:
+        if len(orjson.dumps(data)) > DATA_TRANSFER_MAX_BYTES:
+            raise ValueError(f"at most {DATA_TRANSFER_MAX_BYTES} bytes of JSON")
+        return data
 
 
 PARAMS: dict[CommandName, type[BaseModel]] = {

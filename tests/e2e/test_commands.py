@@ -692,6 +692,18 @@ async def test_offline_unknown_and_invalid(running: Running) -> None:
         ("unlock-connector", {"connector": "A"}, "connector"),
         ("get-diagnostics", {"location": "not a url"}, "location"),
         ("remote-start", {"id_token": "x" * 37}, "id_token"),
+        # the checks across a value or two fields name the field too, not just "body"
+        ("unlock-connector", {"connector": "0/1"}, "body.connector"),
+        (
+            "get-diagnostics",
+            {
+                "location": "https://logs.example.com",
+                "start": "2026-11-02T00:00:00Z",
+                "stop": "2026-11-01T00:00:00Z",
+            },
+            "body.stop",
+        ),
+        ("data-transfer", {"vendor_id": "v", "data": "x" * 9000}, "body.data"),
     ):
         r = await send(running, cid, name, body)
         assert r.status_code == 422, (name, body, r.text)
