@@ -13,7 +13,7 @@ from services.api_auth import authenticate_invalid
 from services.bus import Bus
 from services.clock import Clock
 from services.commands.access import deny_all
-from services.commands.contracts import CommandAuthorizer
+from services.commands.contracts import CommandAuthorizer, CommandOrderCheck
 from services.committer import GroupCommitter
 from services.db import Database
 from services.observability.metrics import REGISTRY
@@ -42,11 +42,14 @@ def create_app(
     clock: Clock,
     settings: Settings | None = None,
     command_authorizer: CommandAuthorizer | None = None,
+    command_order_check: CommandOrderCheck | None = None,
     api: bool = True,
 ) -> FastAPI:
     """The app. ``settings`` gives the routers their limits (the command timeout is
     ``call_timeout``); ``command_authorizer`` decides whether a technician may send a
-    command to a charger (default: never; see :func:`set_command_authorizer`)."""
+    command to a charger (default: never; see :func:`set_command_authorizer`);
+    ``command_order_check`` whether a command may name a work order as the one it serves
+    (default: any order id)."""
     app = FastAPI(title="ChargeOps", version="0.1.0", description=API_DESCRIPTION)
     app.state.db = db
     app.state.bus = bus
@@ -54,6 +57,7 @@ def create_app(
     app.state.clock = clock
     app.state.settings = settings
     set_command_authorizer(app, command_authorizer or deny_all)
+    app.state.command_order_check = command_order_check
     install_problems(app, authenticate=authenticate_invalid)
     if api:  # a csms node serves only /healthz, /readyz and /metrics
         app.include_router(users_api.router, responses=API_PROBLEMS)

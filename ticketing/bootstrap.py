@@ -16,7 +16,7 @@ from ticketing.remediation.runner import RemediationRunner
 from ticketing.rules.store import seed_defaults as seed_rules
 from ticketing.sla.policies import seed_defaults as seed_policies
 from ticketing.webhooks.delivery import WebhookDeliverer
-from ticketing.work_orders.access import TechnicianCommandAccess
+from ticketing.work_orders.access import CommandOrderCheck, TechnicianCommandAccess
 from ticketing.work_orders.context import Thresholds
 from ticketing.work_orders.intake import CONSUMER, EVENT_TYPES, WorkOrderIntake
 from ticketing.work_orders.scanner import Scanner
@@ -31,6 +31,7 @@ class TicketingRuntime:
     webhooks: WebhookDeliverer
     remediation: RemediationRunner
     command_access: TechnicianCommandAccess
+    command_order_check: CommandOrderCheck
 
     async def start(self) -> None:
         """Seed the default fault rules and SLA policies (empty tables only), start timers."""
@@ -79,6 +80,7 @@ def build(
         webhooks,
         remediation,
         TechnicianCommandAccess(db),
+        CommandOrderCheck(db),
     )
 
 

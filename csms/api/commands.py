@@ -35,6 +35,7 @@ from services.commands.contracts import (
     PARAMS,
     CommandAuthorizer,
     CommandName,
+    CommandOrderCheck,
     CommandRecord,
     CommandReply,
     CommandRequest,
@@ -85,7 +86,13 @@ async def _authorized_sender(
 
 Sender = Annotated[Principal, Depends(_authorized_sender)]
 OrderId = Annotated[
-    int | None, Query(ge=1, le=INT64_MAX, description="the work order this command serves")
+    int | None,
+    Query(
+        ge=1,
+        le=INT64_MAX,
+        description="the work order this command serves: the charger's, or its site's (422 "
+        "otherwise); the command is then listed on it",
+    ),
 ]
 ForbidDuringTransaction = Annotated[
     bool, Query(description="refuse (409) if a transaction is running on the charger")
@@ -137,6 +144,16 @@ async def _send(
 ) -> CommandReply:
     state = request.app.state
     await _require_charger(_db(request), charger_id)
+    order_check: CommandOrderCheck | None = getattr(state, "command_order_check", None)
+    if order_id is not None and order_check is not None:
+        why = await order_check(order_id, charger_id)
+        if why is not None:
+            raise Problem(
+                422,
+                "Request validation failed",
+                f"invalid fields: query.order_id ({why})",
+                errors=[{"loc": ["query", "order_id"], "msg": why, "type": "value_error"}],
+            )
     settings: Settings | None = getattr(state, "settings", None)
     command = CommandRequest(
         command_id=new_command_id(),

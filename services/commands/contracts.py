@@ -74,6 +74,11 @@ REQUEST_ID_COMMANDS: frozenset[str] = frozenset(
 #: "an open order on that charger is assigned to them"); injected into the HTTP app
 CommandAuthorizer = Callable[["Principal", str], Awaitable[bool]]
 
+#: why a command to a charger (second argument) may not name a work order (first) as the
+#: one it serves, None if it may (ticketing decides: the charger's or its site's order);
+#: injected into the HTTP app
+CommandOrderCheck = Callable[[int, str], Awaitable[str | None]]
+
 ConnectorKey = Annotated[
     str,
     Field(

@@ -876,6 +876,26 @@ async def _is_set(event: asyncio.Event) -> bool:
     return event.is_set()
 
 
+async def test_a_command_may_serve_a_site_order_of_the_chargers_site(running: Running) -> None:
+    cid = "CP-SITE-CMD"
+    await register(running.api, cid)
+    for site in ("site-cmd", "site-other"):
+        r = await running.api.post("/api/v1/sites", json={"id": site, "name": site})
+        assert r.status_code == 201, r.text
+    r = await running.api.put(f"/api/v1/sites/site-cmd/chargers/{cid}")
+    assert r.status_code == 200, r.text
+    orders = {}
+    for site in ("site-cmd", "site-other"):
+        r = await running.api.post("/api/v1/work-orders", json={"title": "t", "site_id": site})
+        assert r.status_code == 201, r.text
+        orders[site] = r.json()["id"]
+    async with charge_point(running, cid, "1.6", cp_class=Station16):
+        r = await send(running, cid, "reset", params={"order_id": orders["site-cmd"]})
+        assert r.status_code == 200, r.text
+        r = await send(running, cid, "reset", params={"order_id": orders["site-other"]})
+        assert r.status_code == 422, r.text
+
+
 async def test_forbid_during_transaction(running: Running) -> None:
     cid = "CP-TX"
     await register(running.api, cid)
@@ -1018,7 +1038,25 @@ async def test_roles_for_commands(running: Running) -> None:
         assert r.status_code == 403, "technicians are denied until ticketing authorizes them"
         assert cp.cp.received == []
 
-        r = await send(running, cid, "reset", headers=auth("dispatcher"), params={"order_id": 42})
+        orders = {}
+        for charger_id in (cid, other):
+            r = await running.api.post(
+                "/api/v1/work-orders", json={"title": "check", "charger_id": charger_id}
+            )
+            assert r.status_code == 201, r.text
+            orders[charger_id] = r.json()["id"]
+        # A command is listed on the order it names: the order must be this charger's.
+        for order_id in (orders[other], 999_999):
+            r = await send(
+                running, cid, "reset", headers=auth("dispatcher"), params={"order_id": order_id}
+            )
+            assert r.status_code == 422, r.text
+            assert "query.order_id" in r.json()["detail"]
+        assert cp.cp.received == []
+
+        r = await send(
+            running, cid, "reset", headers=auth("dispatcher"), params={"order_id": orders[cid]}
+        )
         assert r.status_code == 200, r.text
         assert (await record(running, r.json()["command_id"]))["requested_by"] == "user:dana"
 
@@ -1035,11 +1073,13 @@ async def test_roles_for_commands(running: Running) -> None:
         assert [a for a, _ in cp.cp.received] == ["Reset", "UnlockConnector"]
 
     # Reads: any role; the commands that served a work order.
-    r = await running.api.get("/api/v1/commands", params={"order_id": 42}, headers=auth("viewer"))
+    r = await running.api.get(
+        "/api/v1/commands", params={"order_id": orders[cid]}, headers=auth("viewer")
+    )
     assert r.status_code == 200
     [served] = r.json()["items"]
-    assert served["name"] == "reset" and served["order_id"] == 42
-    r = await running.api.get("/api/v1/commands", params={"order_id": 43})
+    assert served["name"] == "reset" and served["order_id"] == orders[cid]
+    r = await running.api.get("/api/v1/commands", params={"order_id": orders[other]})
     assert r.json()["items"] == []
     r = await running.api.get(f"/api/v1/chargers/{cid}/commands", headers=auth("technician"))
     assert [c["name"] for c in r.json()["items"]] == ["unlock-connector", "reset"]

@@ -1,4 +1,5 @@
-"""Who may act on a charger because of a work order: a technician on their own orders."""
+"""Who may act on a charger because of a work order: a technician on their own orders;
+and which order a command to a charger may say it serves."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from sqlalchemy import exists, select
 from services.api_auth import Principal
 from services.db import Database, table_of
 from ticketing.tables import Technician
+from ticketing.work_orders.faults import site_of
 from ticketing.work_orders.states import ASSIGNED
 from ticketing.work_orders.timeline import WORK_ORDERS
 
@@ -34,3 +36,28 @@ class TechnicianCommandAccess:
         )
         async with self.db.engine.connect() as conn:
             return bool((await conn.execute(query)).scalar())
+
+
+class CommandOrderCheck:
+    """A command to a charger may name the work order it serves (it is then listed on it)
+    when that order exists and is the charger's, or a site-level order (no charger) of the
+    charger's site; otherwise the reason it may not."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def __call__(self, order_id: int, charger_id: str) -> str | None:
+        query = select(WORK_ORDERS.c.charger_id, WORK_ORDERS.c.site_id).where(
+            WORK_ORDERS.c.id == order_id
+        )
+        async with self.db.engine.connect() as conn:
+            order = (await conn.execute(query)).first()
+            if order is None:
+                return f"no work order {order_id}"
+            if order.charger_id == charger_id:
+                return None
+            if order.charger_id is None and order.site_id is not None:
+                site = await conn.run_sync(lambda sync: site_of(sync, charger_id))
+                if site == order.site_id:
+                    return None
+        return f"work order {order_id} is not for charger {charger_id!r} nor for its site"
