@@ -4,7 +4,8 @@ A charger reports such an operation in later messages (FirmwareStatusNotificatio
 DiagnosticsStatusNotification, LogStatusNotification, NotifyReport). Each report is
 appended to the ``progress`` of the command that started it: the command with the same
 OCPP requestId when the message carries one (2.0.1), otherwise the charger's latest
-command of that name that may have reached it (1.6). The write joins the charger
+command of that name that may have reached it (1.6: not refused, not offline before it
+was sent). The write joins the charger
 message's own group commit, so the progress is durable before the charger is answered.
 
 Decisions: ``Idle`` without a requestId (the answer to a TriggerMessage once nothing is
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import or_, select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.engine import Connection
 
 from services.commands.contracts import CommandName
@@ -51,7 +52,14 @@ def track_progress(
         if request_id is not None:
             query = query.where(table.c.request_id == request_id)
         else:
-            query = query.where(or_(table.c.outcome.is_(None), table.c.outcome.not_in(NOT_SENT)))
+            query = query.where(
+                or_(
+                    table.c.outcome.is_(None),
+                    table.c.outcome.not_in(NOT_SENT),
+                    # the connection closed after the CALL left: the charger may act on it
+                    and_(table.c.outcome == "offline", table.c.sent_at.is_not(None)),
+                )
+            )
         row = conn.execute(query.order_by(table.c.id.desc()).limit(1)).first()
         if row is None:
             return

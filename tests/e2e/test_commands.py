@@ -960,6 +960,40 @@ async def test_ocpp16_firmware_and_diagnostics_progress(running: Running) -> Non
     assert diagnostics["response"] == {"file_name": "diag-0001.zip"}
 
 
+class DroppingFirmware16(Station16):
+    """A 1.6 charge point that takes an UpdateFirmware and drops its connection instead of
+    answering (e.g. it restarts its modem to download)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.update_received = asyncio.Event()
+
+    @on(Action16.update_firmware)
+    async def on_update_firmware(self, **kw: Any) -> result16.UpdateFirmware:
+        self.got("UpdateFirmware", kw)
+        self.update_received.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_progress_of_a_command_sent_before_the_connection_dropped(
+    running: Running,
+) -> None:
+    cid = "CP-FW-DROP"
+    await register(running.api, cid)
+    async with charge_point(running, cid, "1.6", cp_class=DroppingFirmware16) as cp:
+        pending = asyncio.create_task(
+            send(running, cid, "update-firmware", {"location": "https://fw.example.com/a"})
+        )
+        await eventually(lambda: _is_set(cp.cp.update_received))
+    r = await asyncio.wait_for(pending, 30)
+    assert r.status_code == 409, r.text
+    assert r.json()["reply"]["sent_at"] is not None  # it reached the charger
+    async with charge_point(running, cid, "1.6", cp_class=Station16) as cp:
+        await cp.call(call16.FirmwareStatusNotification(status="Downloading"))
+    assert statuses(await record(running, r.json()["command_id"])) == ["Downloading"]
+
+
 async def test_ocpp201_progress_follows_the_request_id(running: Running) -> None:
     cid = "CP-FW-201"
     await register(running.api, cid)
