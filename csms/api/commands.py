@@ -9,7 +9,8 @@ records it before and after). Answers: 200 with the reply when the charger answe
 answered with a CALLERROR (or an answer that breaks the schema), 503 the command did not
 reach the charger's node (the bus is down, or the node holding the still-connected charger
 is not reachable over it: "no csms node holds the charger" is not taken for offline while
-the live state says it is connected to a node that beats).
+the live state says it is connected to a node that beats). Commands to one charger are sent one at a time (see
+:mod:`csms.commands.executor`).
 
 Admins and dispatchers may send; a technician when the app's command authorizer agrees;
 viewers never. Reads: any role.
@@ -63,7 +64,12 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {**problem_responses(status)[status], "description": description}
     for status, description in (
         (404, "unknown charger"),
-        (409, "the charger is offline, or the command was refused"),
+        (
+            409,
+            "the charger is offline, or the command was refused (not expressible in the "
+            "charger's OCPP version, a transaction running, or still queued behind another "
+            "command to the charger when its timeout ended: never sent)",
+        ),
         (502, "the charger answered with a CALLERROR"),
         (504, "the charger did not answer in time"),
         (503, "the command did not reach the charger's csms node (bus or node unreachable)"),
