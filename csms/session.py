@@ -155,6 +155,10 @@ class OcppSession:
         self._awaiting: tuple[str, str] | None = None
         #: message id -> what to call as that CALL leaves (``call_charger``'s ``on_sent``)
         self._on_sent: dict[str, Callable[[], None]] = {}
+        #: message id -> the payload to send as it is (``call_charger``'s ``wire``)
+        self._wire: dict[str, dict[str, Any]] = {}
+        #: (message id, payload) of the last answer to our CALL, as the charger sent it
+        self._answer: tuple[str, Any] | None = None
         self._stale_logged_at = 0.0
         #: Accepted by the last BootNotification answer (before one: by the registry at
         #: the handshake, as a station may reconnect without booting).
@@ -274,6 +278,7 @@ class OcppSession:
         self._awaiting = None  # a repeated answer to the same CALL is stale too
         # Counted under the action of our CALL it answers (one we sent: a bounded set).
         metrics.child(metrics.FRAMES, "in", str(type_id), awaiting[1]).inc()
+        self._answer = (unique_id, getattr(frame, "payload", None))
         # Logged with the action of the CALL it answers, so a filter on the action finds it.
         self._log_exchange(type_id, awaiting[1], unique_id, text, received_at, None, None)
         self._response_queue.put_nowait(frame)  # type: ignore[attr-defined]
@@ -446,14 +451,25 @@ class OcppSession:
             on_sent = self._on_sent.pop(parsed[1], None)
             if on_sent is not None:
                 on_sent()
+            wire = self._wire.pop(parsed[1], None)
+            if wire is not None:
+                parsed[3] = wire
+                message = orjson.dumps(parsed).decode()
             if action == "TriggerMessage":
                 requested = str(parsed[3].get("requestedMessage"))
                 self._triggered.add(TRIGGERED_ACTION.get(requested, requested))
         await self._send_frame(message, parsed[0], parsed[1], action)
 
     # ----------------------------------------------------------------- commands
-    async def call_charger(self, payload: Any, on_sent: Callable[[], None] | None = None) -> Any:
-        """Send a CSMS-initiated CALL with the library's ``call()``; return the answer.
+    async def call_charger(
+        self,
+        payload: Any,
+        on_sent: Callable[[], None] | None = None,
+        wire: dict[str, Any] | None = None,
+    ) -> tuple[Any, Any]:
+        """Send a CSMS-initiated CALL with the library's ``call()``; return the answer, as
+        the library's object and as the payload the charger sent (the library converts
+        every key between camelCase and snake_case, vendor data included).
 
         A CALLERROR answer raises the library's ``OCPPError`` (``suppress=False``); no
         answer within ``call_timeout`` of the CALL leaving raises ``TimeoutError``.
@@ -462,17 +478,23 @@ class OcppSession:
 
         The library sends one CALL at a time (``_call_lock``): a call made while another
         awaits its answer waits for it before it is sent. ``on_sent`` is called as the
-        frame leaves (never if the call is cancelled while waiting)."""
+        frame leaves (never if the call is cancelled while waiting); ``wire``, if given, is
+        sent as the CALL's payload instead of the library's rendering of ``payload``."""
         call = super().call  # type: ignore[misc]
         unique_id = str(uuid.uuid4())
         if on_sent is not None:
             self._on_sent[unique_id] = on_sent
+        if wire is not None:
+            self._wire[unique_id] = wire
         try:
-            return await call(
+            result = await call(
                 payload, suppress=False, unique_id=unique_id, skip_schema_validation=True
             )
+            answer = self._answer
+            return result, answer[1] if answer is not None and answer[0] == unique_id else None
         finally:
             self._on_sent.pop(unique_id, None)
+            self._wire.pop(unique_id, None)
             # Timed out or cancelled: a late answer to this CALL is stale from now on.
             if self._awaiting is not None and self._awaiting[0] == unique_id:
                 self._awaiting = None

@@ -9,8 +9,8 @@ records it before and after). Answers: 200 with the reply when the charger answe
 answered with a CALLERROR (or an answer that breaks the schema), 503 the command did not
 reach the charger's node (the bus is down, or the node holding the still-connected charger
 is not reachable over it: "no csms node holds the charger" is not taken for offline while
-the live state says it is connected to a node that beats). Commands to one charger are sent one at a time (see
-:mod:`csms.commands.executor`).
+the live state says it is connected to a node that beats). Commands to one charger are
+sent one at a time (see :mod:`csms.commands.executor`).
 
 Admins and dispatchers may send; a technician when the app's command authorizer agrees;
 viewers never. Reads: any role.

@@ -44,6 +44,7 @@ from services.commands.contracts import (
     CommandName,
     CommandReply,
     CommandRequest,
+    DataTransferParams,
     Outcome,
     validate_params,
 )
@@ -97,7 +98,7 @@ class CommandExecutor:
                 request, "refused", detail="a transaction is running on this charger"
             )
         try:
-            payload = self._payload(session, request, params)
+            payload, wire = self._payload(session, request, params)
         except NotApplicable as exc:
             return self._reply(
                 request, "refused", detail=f"not applicable to OCPP {session.ocpp_version}: {exc}"
@@ -108,15 +109,21 @@ class CommandExecutor:
                 "refused",
                 detail=f"the OCPP {session.ocpp_version} schema refuses it: {exc.description}",
             )
-        return await self._call(session, request, payload)
+        return await self._call(session, request, payload, wire)
 
-    def _payload(self, session: OcppSession, request: CommandRequest, params: BaseModel) -> Any:
+    def _payload(
+        self, session: OcppSession, request: CommandRequest, params: BaseModel
+    ) -> tuple[Any, dict[str, Any]]:
+        """The library's call and the payload sent as it is: the library's rendering,
+        except vendor data (DataTransfer ``data``), which keeps its keys and nulls."""
         translate = TRANSLATORS[session.ocpp_version][request.name]
         context = CallContext(request.request_id or new_request_id(), self.ctx.clock())
         payload = translate(params, context)
         wire = remove_nones(snake_to_camel_case(serialize_as_dict(payload)))
+        if isinstance(params, DataTransferParams) and isinstance(wire.get("data"), dict | list):
+            wire["data"] = params.data
         validate(session.ocpp_version, type(payload).__name__, wire)
-        return payload
+        return payload, wire
 
     async def _transaction_running(self, charger_id: str) -> bool:
         query = (
@@ -128,7 +135,7 @@ class CommandExecutor:
             return (await conn.execute(query)).first() is not None
 
     async def _call(
-        self, session: OcppSession, request: CommandRequest, payload: Any
+        self, session: OcppSession, request: CommandRequest, payload: Any, wire: dict[str, Any]
     ) -> CommandReply:
         action = type(payload).__name__
         timeout = min(request.timeout_s, self.ctx.settings.call_timeout)
@@ -143,7 +150,9 @@ class CommandExecutor:
             started = time.perf_counter()
             sent.set()
 
-        call = asyncio.create_task(session.call_charger(payload, on_sent), name=f"command:{action}")
+        call = asyncio.create_task(
+            session.call_charger(payload, on_sent, wire), name=f"command:{action}"
+        )
         closed = asyncio.create_task(session.ws.wait_closed())
         leaving = asyncio.create_task(sent.wait())
         try:
@@ -193,7 +202,7 @@ class CommandExecutor:
             timing["answered_at"] = self.ctx.clock()
         error = call.exception()
         if error is None:
-            return self._answered(session, request, action, call.result(), timing)
+            return self._answered(session, request, action, *call.result(), timing)
         if isinstance(error, TimeoutError):
             timing.pop("answered_at", None)
             return self._reply(request, "timeout", detail=no_answer, **timing)
@@ -214,9 +223,13 @@ class CommandExecutor:
         request: CommandRequest,
         action: str,
         result: Any,
+        raw: Any,
         timing: dict[str, Any],
     ) -> CommandReply:
         response: dict[str, Any] = remove_nones(serialize_as_dict(result))
+        if action == "DataTransfer" and isinstance(raw, dict):
+            if isinstance(raw.get("data"), dict | list):
+                response["data"] = raw["data"]  # vendor data: as the charger sent it
         try:
             validate(session.ocpp_version, action, snake_to_camel_case(response), response=True)
         except FrameError as exc:

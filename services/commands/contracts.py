@@ -244,10 +244,9 @@ class RemoteStopParams(_Params):
 
 
 class DataTransferParams(_Params):
-    """1.6 sends ``data`` as a string (other JSON values are serialized); 2.0.1 as JSON.
-
-    Note: the ``ocpp`` library converts the keys of JSON objects in ``data`` between
-    snake_case and camelCase like every other payload key."""
+    """1.6 sends ``data`` as a string (other JSON values are serialized); 2.0.1 as JSON,
+    as it is (its keys are not converted between snake_case and camelCase like the other
+    payload keys, neither in the request nor in the charger's answer)."""
 
     vendor_id: str = Field(min_length=1, max_length=255)
     message_id: str | None = Field(default=None, min_length=1, max_length=50)

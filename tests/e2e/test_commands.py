@@ -11,6 +11,7 @@ import asyncio
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from ocpp.exceptions import InternalError
 from ocpp.v16 import ChargePoint as ChargePoint16
@@ -626,6 +627,37 @@ async def test_rejected_passes_through_and_callerror_is_502(
         logged = await record(running, problem["command_id"])
         assert logged["outcome"] == "error"
         assert "InternalError" in logged["detail"]
+
+
+class VendorStation201(Station201):
+    """A 2.0.1 station that keeps the raw CALLs it receives and answers a DataTransfer with
+    vendor data whose keys are camelCase (its library leaves those as they are)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.raw: list[Any] = []
+
+    async def route_message(self, raw_msg: str) -> None:
+        self.raw.append(orjson.loads(raw_msg))
+        await super().route_message(raw_msg)
+
+    @on(Action201.data_transfer)
+    async def on_data_transfer(self, **_: Any) -> result201.DataTransfer:
+        return result201.DataTransfer(status="Accepted", data={"sessionId": 7, "maxKw": 11})
+
+
+async def test_data_transfer_data_is_vendor_data_passed_as_is(running: Running) -> None:
+    cid = "CP-VENDOR-201"
+    await register(running.api, cid)
+    data = {"session_id": 7, "limits": {"max_kw": 11, "phaseCount": 3}}
+    async with charge_point(running, cid, "2.0.1", cp_class=VendorStation201) as cp:
+        r = await send(running, cid, "data-transfer", {"vendor_id": "com.example", "data": data})
+        assert r.status_code == 200, r.text
+        [frame] = [f for f in cp.cp.raw if f[0] == 2 and f[2] == "DataTransfer"]
+        assert frame[3] == {"vendorId": "com.example", "data": data}
+        assert r.json()["response"] == {"status": "Accepted", "data": {"sessionId": 7, "maxKw": 11}}
+        logged = await record(running, r.json()["command_id"])
+        assert logged["response"] == r.json()["response"]
 
 
 async def test_answers_are_logged_with_the_action_they_answer(running: Running) -> None:
