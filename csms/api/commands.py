@@ -239,7 +239,12 @@ async def charger_commands(
     db = _db(request)
     await _require_charger(db, charger_id)
     items, more = await list_commands(
-        db, charger_id=charger_id, name=name, limit=limit, before=parse_cursor(cursor)
+        db,
+        charger_id=charger_id,
+        name=name,
+        limit=limit,
+        before=parse_cursor(cursor),
+        now=request.app.state.clock.now(),
     )
     return Page[CommandRecord](items=items, next_cursor=str(more) if more is not None else None)
 
@@ -264,6 +269,7 @@ async def commands(
         name=name,
         limit=limit,
         before=parse_cursor(cursor),
+        now=request.app.state.clock.now(),
     )
     return Page[CommandRecord](items=items, next_cursor=str(more) if more is not None else None)
 
@@ -271,7 +277,7 @@ async def commands(
 @router.get("/commands/{command_id}", response_model=CommandRecord)
 async def command(command_id: str, request: Request, _: AnyRole) -> CommandRecord:
     """One command: who sent it when, its parameters, the charger's answer, its progress."""
-    found = await get_command(_db(request), command_id)
+    found = await get_command(_db(request), command_id, now=request.app.state.clock.now())
     if found is None:
         raise Problem(404, "Not Found", f"no command {command_id!r}")
     return found

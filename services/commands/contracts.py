@@ -331,7 +331,9 @@ class ProgressEntry(BaseModel):
 
 
 class CommandRecord(BaseModel):
-    """A command as the log keeps it; ``outcome`` is None while it is in flight."""
+    """A command as the log keeps it; ``outcome`` is None while it is in flight, and
+    ``error`` once it is long past its timeout without one (the process sending it ended:
+    see :mod:`services.commands.history`)."""
 
     command_id: str
     charger_id: str

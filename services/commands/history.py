@@ -1,7 +1,14 @@
-"""Reading the command log: one command, a charger's commands, a work order's commands."""
+"""Reading the command log: one command, a charger's commands, a work order's commands.
+
+A command without an outcome long after its timeout (:data:`ABANDONED_AFTER_S`) is read
+as outcome ``error`` (:data:`ABANDONED_DETAIL`): the process that sent it ended before it
+could record what became of it (no live process waits that long: the bus gives up at the
+timeout plus a few seconds' grace), so it is no longer in flight.
+"""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Select, select
@@ -12,8 +19,21 @@ from services.db import Database, table_of
 
 COMMAND_LOG = table_of(CommandLogEntry)
 
+ABANDONED_AFTER_S = 120.0
+ABANDONED_DETAIL = (
+    "no outcome recorded: the process that sent it ended before the charger's answer "
+    "(the charger may have received it)"
+)
 
-def _record(row: Any) -> CommandRecord:
+
+def _record(row: Any, now: datetime | None = None) -> CommandRecord:
+    outcome, detail = row.outcome, row.detail
+    if (
+        outcome is None
+        and now is not None
+        and now > row.requested_at + timedelta(seconds=row.timeout_s + ABANDONED_AFTER_S)
+    ):
+        outcome, detail = "error", ABANDONED_DETAIL
     return CommandRecord(
         command_id=row.command_id,
         charger_id=row.charger_id,
@@ -25,10 +45,10 @@ def _record(row: Any) -> CommandRecord:
         timeout_s=row.timeout_s,
         forbid_during_transaction=row.forbid_during_transaction,
         request_id=row.request_id,
-        outcome=row.outcome,
+        outcome=outcome,
         status=row.status,
         response=row.response,
-        detail=row.detail,
+        detail=detail,
         node_id=row.node_id,
         sent_at=row.sent_at,
         answered_at=row.answered_at,
@@ -39,12 +59,14 @@ def _record(row: Any) -> CommandRecord:
     )
 
 
-async def get_command(db: Database, command_id: str) -> CommandRecord | None:
+async def get_command(
+    db: Database, command_id: str, now: datetime | None = None
+) -> CommandRecord | None:
     async with db.engine.connect() as conn:
         row = (
             await conn.execute(select(COMMAND_LOG).where(COMMAND_LOG.c.command_id == command_id))
         ).first()
-    return _record(row) if row is not None else None
+    return _record(row, now) if row is not None else None
 
 
 async def list_commands(
@@ -55,9 +77,11 @@ async def list_commands(
     name: str | None = None,
     limit: int = 100,
     before: int | None = None,
+    now: datetime | None = None,
 ) -> tuple[list[CommandRecord], int | None]:
     """Commands newest first, filtered; returns a page and the cursor of the next one
-    (pass it as ``before``), None on the last page."""
+    (pass it as ``before``), None on the last page. ``now``: read abandoned commands as
+    such (see the module)."""
     query: Select[Any] = select(COMMAND_LOG).order_by(COMMAND_LOG.c.id.desc()).limit(limit + 1)
     if charger_id is not None:
         query = query.where(COMMAND_LOG.c.charger_id == charger_id)
@@ -71,4 +95,4 @@ async def list_commands(
         rows = (await conn.execute(query)).all()
     more = len(rows) > limit
     rows = rows[:limit]
-    return [_record(r) for r in rows], (int(rows[-1].id) if more and rows else None)
+    return [_record(r, now) for r in rows], (int(rows[-1].id) if more and rows else None)

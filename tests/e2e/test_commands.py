@@ -8,6 +8,7 @@ right roles may send."""
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -27,6 +28,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from csms.protocol.routing import on
 from services.api_auth import Principal, create_token
 from services.bus.outbox import OutboxBus
+from services.clock import FakeClock
+from services.commands import log as command_log
 from services.commands.contracts import (
     COMMAND_NAMES,
     PARAMS,
@@ -36,6 +39,7 @@ from services.commands.contracts import (
 )
 from services.commands.log import send_command
 from services.committer import GroupCommitter
+from services.db import utcnow
 from services.http_app import set_command_authorizer
 from services.observability import metrics
 from tests.conftest import Running, SystemFactory, charge_point, eventually, register
@@ -960,6 +964,34 @@ async def test_forbid_during_transaction(running: Running) -> None:
         r = await send(running, cid, "reset", {"type": "soft"}, params=guarded)
         assert r.status_code == 200, r.text
         assert cp.cp.received[-1] == ("Reset", {"type": "Soft"})
+
+
+async def test_a_command_whose_sender_died_is_not_in_flight_forever(
+    system_factory: SystemFactory,
+) -> None:
+    clock = FakeClock(utcnow())
+    async with system_factory(clock=clock) as running:
+        cid = "CP-ABANDONED"
+        await register(running.api, cid)
+        # What a process killed while the command was in flight leaves: the request
+        # recorded before sending, no outcome ever (as `chargeops serve` after a SIGKILL).
+        request = CommandRequest(
+            command_id="abandoned-1",
+            charger_id=cid,
+            name="reset",
+            params={"type": "soft"},
+            requested_by="user:admin",
+            timeout_s=30,
+        )
+        await running.system.committer.commit(command_log._insert(request, clock.now()))
+        assert (await record(running, "abandoned-1"))["outcome"] is None  # in flight
+
+        clock.advance(timedelta(minutes=10))
+        logged = await record(running, "abandoned-1")
+        assert logged["outcome"] == "error"
+        assert "no outcome recorded" in logged["detail"]
+        r = await running.api.get(f"/api/v1/chargers/{cid}/commands")
+        assert [c["outcome"] for c in r.json()["items"]] == ["error"]
 
 
 # ------------------------------------------------------------------ long-running operations
