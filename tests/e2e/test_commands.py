@@ -23,6 +23,7 @@ from ocpp.v201 import ChargePoint as ChargePoint201
 from ocpp.v201 import call as call201
 from ocpp.v201 import call_result as result201
 from ocpp.v201.enums import Action as Action201
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from csms.protocol.routing import on
@@ -43,6 +44,7 @@ from services.db import utcnow
 from services.http_app import set_command_authorizer
 from services.observability import metrics
 from tests.conftest import Running, SystemFactory, charge_point, eventually, register
+from ticketing.work_orders.derived import SIGNALS
 
 REQUEST_ID = object()  # stands for the request id the command log assigned
 
@@ -992,6 +994,51 @@ async def test_a_command_whose_sender_died_is_not_in_flight_forever(
         assert "no outcome recorded" in logged["detail"]
         r = await running.api.get(f"/api/v1/chargers/{cid}/commands")
         assert [c["outcome"] for c in r.json()["items"]] == ["error"]
+
+
+@pytest.mark.parametrize(
+    ("version", "station"), [("1.6", Station16), ("2.0.1", Station201)], ids=["1.6", "2.0.1"]
+)
+async def test_commanded_resets_are_no_reboot_loop(
+    running: Running, version: str, station: type
+) -> None:
+    cid = f"CP-RESETS-{version.replace('.', '')}"
+    await register(running.api, cid)
+
+    async def boot(cp: Any, reason: str) -> None:
+        if version == "1.6":  # 1.6 gives no reason: the accepted Reset in the log tells
+            await cp.call(call16.BootNotification(charge_point_vendor="V", charge_point_model="M"))
+        else:
+            await cp.call(
+                call201.BootNotification(
+                    charging_station={"vendor_name": "V", "model": "M"}, reason=reason
+                )
+            )
+
+    async with charge_point(running, cid, version, cp_class=station) as cp:
+        await boot(cp, "PowerUp")
+        for _ in range(running.system.settings.reboot_loop_boots):
+            r = await send(running, cid, "reset", {"type": "soft"})
+            assert r.status_code == 200 and r.json()["status"] == "Accepted", r.text
+            await boot(cp, "RemoteReset")
+        # A boot nobody asked for counts (and, once counted, shows the ones before it were
+        # handled): with the first boot, two, under the threshold.
+        await boot(cp, "Watchdog")
+        await eventually(lambda: _boot_signals(running, cid, 2))
+    r = await running.api.get("/api/v1/work-orders", params={"charger_id": cid})
+    assert r.json()["items"] == [], "an operator's resets are no reboot loop"
+
+
+async def _boot_signals(running: Running, charger_id: str, count: int) -> bool:
+    async with running.system.db.engine.connect() as conn:
+        found = (
+            await conn.execute(
+                select(func.count())
+                .select_from(SIGNALS)
+                .where(SIGNALS.c.charger_id == charger_id, SIGNALS.c.kind == "boot")
+            )
+        ).scalar_one()
+    return bool(found == count)
 
 
 # ------------------------------------------------------------------ long-running operations

@@ -14,9 +14,10 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -36,6 +37,7 @@ from services.bus.contracts import (
 )
 from services.bus.tables import InboxEntry
 from services.clock import Clock
+from services.commands.tables import CommandLogEntry
 from services.committer import GroupCommitter
 from services.db import Database, PerDialect, table_of, utcnow
 from services.observability import metrics
@@ -50,6 +52,7 @@ from ticketing.work_orders.timeline import WORK_ORDERS
 log = logging.getLogger(__name__)
 
 CONSUMER = "ticketing.work-orders"
+COMMAND_LOG = table_of(CommandLogEntry)
 INBOX = table_of(InboxEntry)
 ASSETS = table_of(ChargerAsset)
 FAULT_REPORTS = table_of(FaultReport)
@@ -240,7 +243,35 @@ def on_status(conn: Connection, ctx: OpContext, event: ConnectorStatusChanged) -
         )
 
 
+#: 2.0.1 boot reasons that say a command caused the reboot (Reset, UpdateFirmware)
+COMMANDED_BOOT_REASONS = frozenset({"RemoteReset", "ScheduledReset", "FirmwareUpdate"})
+_COMMANDED = (
+    select(COMMAND_LOG.c.id)
+    .where(
+        COMMAND_LOG.c.charger_id == bindparam("b_charger"),
+        COMMAND_LOG.c.name.in_(("reset", "update-firmware")),
+        COMMAND_LOG.c.outcome == "answered",
+        or_(COMMAND_LOG.c.status.is_(None), COMMAND_LOG.c.status == "Accepted"),
+        COMMAND_LOG.c.answered_at > bindparam("b_since"),
+        COMMAND_LOG.c.answered_at <= bindparam("b_until"),
+    )
+    .limit(1)
+)
+
+
+def _commanded_boot(conn: Connection, event: ChargerBooted, previous: Any) -> bool:
+    """The boot answers a command: the station says so (2.0.1 reason), or it accepted a
+    Reset / UpdateFirmware between its previous boot and this one (1.6 boots give no
+    reason; the bounds hold however late the consumer reads the boot)."""
+    if event.reason in COMMANDED_BOOT_REASONS:
+        return True
+    since = previous if previous is not None else event.received_at - timedelta(hours=1)
+    params = {"b_charger": event.charger_id, "b_since": since, "b_until": event.received_at}
+    return conn.execute(_COMMANDED, params).first() is not None
+
+
 def on_booted(conn: Connection, ctx: OpContext, event: ChargerBooted) -> None:
+    previous = faults.asset_of(conn, event.charger_id).get("last_boot_at")
     _touch_asset(
         conn,
         ctx,
@@ -251,8 +282,11 @@ def on_booted(conn: Connection, ctx: OpContext, event: ChargerBooted) -> None:
         ocpp_version=event.ocpp_version,
         last_boot_at=event.received_at,
     )
-    if not event.repeated:  # a pending station's retries or a triggered boot: no reboot
-        derived.reboot(conn, ctx, event.charger_id, event.event_id)
+    if event.repeated:  # a pending station's retries or a triggered boot: no reboot
+        return
+    if _commanded_boot(conn, event, previous):  # an operator's or a playbook's reset
+        return
+    derived.reboot(conn, ctx, event.charger_id, event.event_id)
 
 
 def on_online(conn: Connection, ctx: OpContext, event: ChargerOnline | ChargerConnected) -> None:
