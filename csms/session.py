@@ -51,6 +51,7 @@ from services.bus.contracts import (
     Event,
     FirmwareKind,
     FirmwareStatusChanged,
+    MeterValuesReceived,
     NormalizedStatus,
     SecurityEventReported,
     new_event_id,
@@ -654,6 +655,24 @@ class OcppSession:
             sample.get("sampled_value", []),
         )
         return key
+
+    def record_meter_values(
+        self, connector: ConnectorRef, transaction_id: str | None, samples: list[dict[str, Any]]
+    ) -> None:
+        """Store the samples of one message and emit their MeterValuesReceived, whose id
+        derives from the samples' keys (a retry is one event)."""
+        keys = [self.store_meter_value(connector.key, transaction_id, s) for s in samples]
+        self.emit(
+            MeterValuesReceived(
+                event_id=stable_event_id(self.charger_id, "meter", *keys),
+                charger_id=self.charger_id,
+                received_at=self.incoming.received_at,
+                charger_time=parse_timestamp(samples[0].get("timestamp")),
+                connector=connector,
+                transaction_id=transaction_id,
+                samples=samples,
+            )
+        )
 
     def firmware_event(self, kind: FirmwareKind, status: str, request_id: int | None) -> None:
         """Emit the status of a firmware update or log upload, and append it to the

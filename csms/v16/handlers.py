@@ -9,7 +9,6 @@ from ocpp.v16.enums import Action
 
 from csms import faults
 from csms.authorization import authorize
-from csms.event_ids import stable_event_id
 from csms.protocol.routing import on
 from csms.protocol.timestamps import format_timestamp, parse_timestamp
 from csms.session import BOOT_STATUS, OcppSession
@@ -20,7 +19,6 @@ from services.bus.contracts import (
     ConnectorRef,
     FaultCleared,
     FaultRaised,
-    MeterValuesReceived,
 )
 
 #: 1.6 parentIdTag is a CiString20Type; the API allows longer groups (2.0.1's are 36).
@@ -236,21 +234,9 @@ class V16Session(OcppSession, ChargePoint):  # type: ignore[misc]
     async def on_meter_values(
         self, connector_id: int, meter_value: list[dict[str, Any]], **kwargs: Any
     ) -> call_result.MeterValues:
-        rx = self.incoming
         tx = kwargs.get("transaction_id")
         tx_id = str(tx) if tx is not None else None
-        keys = [self.store_meter_value(str(connector_id), tx_id, s) for s in meter_value]
-        self.emit(
-            MeterValuesReceived(
-                event_id=stable_event_id(self.charger_id, "meter", *keys),
-                charger_id=self.charger_id,
-                received_at=rx.received_at,
-                charger_time=parse_timestamp(meter_value[0].get("timestamp")),
-                connector=ConnectorRef(connector_id=connector_id),
-                transaction_id=tx_id,
-                samples=meter_value,
-            )
-        )
+        self.record_meter_values(ConnectorRef(connector_id=connector_id), tx_id, meter_value)
         return call_result.MeterValues()
 
     @on(Action.data_transfer)

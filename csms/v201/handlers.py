@@ -9,7 +9,6 @@ from ocpp.v201.enums import Action
 
 from csms import faults, problems
 from csms.authorization import authorize
-from csms.event_ids import stable_event_id
 from csms.protocol.routing import on
 from csms.protocol.timestamps import format_timestamp, parse_timestamp
 from csms.session import BOOT_STATUS, OcppSession
@@ -20,7 +19,6 @@ from services.bus.contracts import (
     ConnectorRef,
     FaultCleared,
     FaultRaised,
-    MeterValuesReceived,
     NormalizedStatus,
 )
 
@@ -225,18 +223,7 @@ class V201Session(OcppSession, ChargePoint):  # type: ignore[misc]
         if samples:
             # A transaction's samples come in its TransactionEvents (2.0.1 has no
             # MeterValues with a transaction): they are MeterValuesReceived, as 1.6's are.
-            keys = [self.store_meter_value(connector.key, transaction_id, s) for s in samples]
-            self.emit(
-                MeterValuesReceived(
-                    event_id=stable_event_id(self.charger_id, "meter", *keys),
-                    charger_id=self.charger_id,
-                    received_at=self.incoming.received_at,
-                    charger_time=parse_timestamp(samples[0].get("timestamp")),
-                    connector=connector,
-                    transaction_id=transaction_id,
-                    samples=samples,
-                )
-            )
+            self.record_meter_values(connector, transaction_id, samples)
         if event_type == "Ended":
             self.transactions_seen.pop(transaction_id, None)
             stop_transaction(
@@ -259,19 +246,7 @@ class V201Session(OcppSession, ChargePoint):  # type: ignore[misc]
     async def on_meter_values(
         self, evse_id: int, meter_value: list[dict[str, Any]], **_: Any
     ) -> call_result.MeterValues:
-        rx = self.incoming
-        connector = ConnectorRef(evse_id=evse_id)
-        keys = [self.store_meter_value(connector.key, None, s) for s in meter_value]
-        self.emit(
-            MeterValuesReceived(
-                event_id=stable_event_id(self.charger_id, "meter", *keys),
-                charger_id=self.charger_id,
-                received_at=rx.received_at,
-                charger_time=parse_timestamp(meter_value[0].get("timestamp")),
-                connector=connector,
-                samples=meter_value,
-            )
-        )
+        self.record_meter_values(ConnectorRef(evse_id=evse_id), None, meter_value)
         return call_result.MeterValues()
 
     @on(Action.firmware_status_notification)
