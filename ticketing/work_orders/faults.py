@@ -107,9 +107,15 @@ _HEALTHY = {(c, k): _healthy_query(c, k) for c in (False, True) for k in (False,
 
 
 def dedupe_key(fault: FaultInput) -> str:
-    if fault.charger_id is None:
-        return f"site:{fault.site_id}|{fault.classification.category}"
-    return f"{fault.charger_id}|{fault.connector}|{fault.classification.category}"
+    return _key(fault.charger_id, fault.connector, fault.site_id, fault.classification.category)
+
+
+def _key(charger_id: str | None, connector: str | None, site_id: str | None, category: str) -> str:
+    """The de-duplication key of an open order: one per (charger, connector, category),
+    or per (site, category) for a site-level one."""
+    if charger_id is None:
+        return f"site:{site_id}|{category}"
+    return f"{charger_id}|{connector}|{category}"
 
 
 def asset_of(conn: Connection, charger_id: str) -> dict[str, Any]:
@@ -471,7 +477,7 @@ def reinstate_absorbed(conn: Connection, ctx: OpContext, parent: store.Order) ->
         last = conn.execute(
             _LAST_REPORT, {"b_charger": child["charger_id"], "b_connector": child["connector"]}
         ).scalar()
-        key = f"{child['charger_id']}|{child['connector']}|{child['category']}"
+        key = _key(child["charger_id"], child["connector"], child["site_id"], child["category"])
         if last != "raised" or store.open_by_key(conn, key) is not None:
             continue
         order = store.create(

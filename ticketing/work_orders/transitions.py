@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection
 
 from ticketing import tx
 from ticketing.remediation import start as remediation
-from ticketing.sla.policies import get_policy
+from ticketing.sla.policies import PolicyRow, get_policy
 from ticketing.work_orders import dispatching, sla_events, store
 from ticketing.work_orders.context import OpContext
 from ticketing.work_orders.states import HOLD_REASONS, closes_unresolved, legal_targets
@@ -151,7 +151,7 @@ def resolve(
     check_legal(order, "resolved")
     # what is already due fires first: a breach may raise the priority and change the policy
     order = sla_events.fire_for_order(conn, ctx, order)
-    policy = get_policy(conn, order["sla_policy_id"]) if order["sla_policy_id"] else None
+    policy = _policy(conn, order)
     window = policy.verification_window_s if policy is not None else DEFAULT_VERIFICATION_S
     changes = {
         "resolution": resolution,
@@ -174,13 +174,17 @@ def resolve(
     )
 
 
+def _policy(conn: Connection, order: store.Order) -> PolicyRow | None:
+    return get_policy(conn, order["sla_policy_id"]) if order["sla_policy_id"] else None
+
+
 def within_reopen_window(conn: Connection, ctx: OpContext, order: store.Order) -> bool:
     """Whether a recurrence now reopens this resolved (or verified) order: within its
     policy's ``reopen_window_s`` of the resolution."""
     resolved_at = order["resolved_at"]
     if resolved_at is None:
         return True
-    policy = get_policy(conn, order["sla_policy_id"]) if order["sla_policy_id"] else None
+    policy = _policy(conn, order)
     window = policy.reopen_window_s if policy is not None else DEFAULT_REOPEN_S
     return bool(ctx.now <= resolved_at + timedelta(seconds=window))
 
