@@ -34,6 +34,7 @@ from services.commands import log as command_log
 from services.commands.contracts import (
     COMMAND_NAMES,
     PARAMS,
+    CommandName,
     CommandReply,
     CommandRequest,
     validate_params,
@@ -513,6 +514,24 @@ def test_every_command_has_a_params_model() -> None:
         validate_params(name, body)  # type: ignore[arg-type]
 
 
+def admin_request(
+    charger_id: str,
+    command_id: str,
+    name: CommandName,
+    timeout_s: float,
+    params: dict[str, Any] | None = None,
+) -> CommandRequest:
+    """A command an admin sends, for the bus directly (without the HTTP API)."""
+    return CommandRequest(
+        command_id=command_id,
+        charger_id=charger_id,
+        name=name,
+        params=params or {},
+        requested_by="user:admin",
+        timeout_s=timeout_s,
+    )
+
+
 async def test_embedded_bus_routes_commands_to_the_registered_executor() -> None:
     engine = create_async_engine("sqlite+aiosqlite://")
     bus = OutboxBus(GroupCommitter(engine))
@@ -826,14 +845,7 @@ async def test_a_command_still_queued_at_its_timeout_is_withdrawn_unsent(
             await eventually(lambda: _is_set(cp.cp.reset_received))
             # The charger sits on the Reset; a command with a short timeout queued behind
             # it never leaves: it is not a timeout of a command the charger got.
-            request = CommandRequest(
-                command_id="queued-1",
-                charger_id=cid,
-                name="clear-cache",
-                params={},
-                requested_by="user:admin",
-                timeout_s=0.2,
-            )
+            request = admin_request(cid, "queued-1", "clear-cache", 0.2)
             reply = await send_command(state.bus, state.committer, request, state.clock)
             assert reply.outcome == "refused", reply
             assert reply.detail is not None and "not sent" in reply.detail
@@ -856,14 +868,7 @@ async def test_a_command_sent_late_that_times_out_says_it_waited(
         async with charge_point(running, cid, "1.6", cp_class=GatedSilentCache16) as cp:
             first = asyncio.create_task(send(running, cid, "reset"))
             await eventually(lambda: _is_set(cp.cp.reset_received))
-            request = CommandRequest(
-                command_id="queued-2",
-                charger_id=cid,
-                name="clear-cache",
-                params={},
-                requested_by="user:admin",
-                timeout_s=2,
-            )
+            request = admin_request(cid, "queued-2", "clear-cache", 2)
             second = asyncio.create_task(
                 send_command(state.bus, state.committer, request, state.clock)
             )
@@ -977,14 +982,7 @@ async def test_a_command_whose_sender_died_is_not_in_flight_forever(
         await register(running.api, cid)
         # What a process killed while the command was in flight leaves: the request
         # recorded before sending, no outcome ever (as `chargeops serve` after a SIGKILL).
-        request = CommandRequest(
-            command_id="abandoned-1",
-            charger_id=cid,
-            name="reset",
-            params={"type": "soft"},
-            requested_by="user:admin",
-            timeout_s=30,
-        )
+        request = admin_request(cid, "abandoned-1", "reset", 30, params={"type": "soft"})
         await running.system.committer.commit(command_log._insert(request, clock.now()))
         assert (await record(running, "abandoned-1"))["outcome"] is None  # in flight
 
