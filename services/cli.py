@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
-import threading
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from pydantic import ValidationError
 
+from services import entry
 from services.settings import BusUnreachable, ConfigError, DatabaseUnreachable, Settings, problems
 
-# Decision: the rest is imported in the commands, so that `chargeops serve` catches SIGTERM
-# a fraction of a second after it starts, not after seconds of imports.
+# Decision: the rest is imported in the commands, so that `chargeops serve` starts quickly; the
+# stop signals are caught even earlier, by services.entry (the console script), before any import.
 if TYPE_CHECKING:
     from services.db import Database
     from services.wiring import Role
@@ -31,6 +30,16 @@ app.add_typer(token_app, name="token")
 user_app = typer.Typer(help="HTTP API users and their roles.", no_args_is_help=True)
 app.add_typer(user_app, name="user")
 T = TypeVar("T")
+SERVING = {"serve", "csms", "ticketing"}
+
+
+@app.callback()
+def _signals(ctx: typer.Context) -> None:
+    """The serving commands stop cleanly on SIGTERM/SIGINT; the others get the default actions."""
+    if ctx.invoked_subcommand in SERVING:
+        entry.catch_stop_signals()
+    else:
+        entry.restore_stop_signals()
 
 
 @contextlib.contextmanager
@@ -51,16 +60,13 @@ def _reported() -> Iterator[None]:
 
 
 def _serve(role: Role) -> None:
-    """Run the process; a SIGTERM or SIGINT from now on stops it cleanly (exit 0), also
-    while the server's modules are still being imported."""
-    stop_requested = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda _signum, _frame: stop_requested.set())
+    """Run the process; a SIGTERM or SIGINT since the process began (``services.entry``) or from
+    now on stops it cleanly (exit 0), also while the server's modules are still being imported."""
     with _reported():
         settings = Settings()
         from services.wiring import run
 
-        run(settings, role, stop_requested)
+        run(settings, role, entry.stop_requested)
 
 
 @app.command()

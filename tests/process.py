@@ -29,7 +29,7 @@ def chargeops_command(*args: str) -> list[str]:
     script = BIN / "chargeops"
     if script.exists():
         return [str(script), *args]
-    return [sys.executable, "-c", "from services.cli import app; app()", *args]
+    return [sys.executable, "-c", "from services.entry import main; main()", *args]
 
 
 def free_port() -> int:

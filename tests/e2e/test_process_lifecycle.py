@@ -497,6 +497,33 @@ async def test_sigterm_as_soon_as_start_up_logs_exits_0(
     await servers.start_ready(database_url)
 
 
+def catches_sigterm(pid: int) -> bool:
+    """Whether process ``pid`` has a handler for SIGTERM (Linux: SigCgt in /proc/PID/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signal.SIGTERM - 1) & 1)
+    return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+async def test_sigterm_as_soon_as_the_process_catches_it_exits_0(
+    database_url: str, servers: ServerPool
+) -> None:
+    """The console script catches SIGTERM before it imports anything heavy (services.entry):
+    a supervisor stopping a process it has just started gets the clean stop, not exit 143."""
+    server = servers.start(database_url)
+
+    async def caught() -> bool:
+        server._alive_or_fail()
+        return catches_sigterm(server.pid)
+
+    await eventually(caught, attempts=2000)
+    server.terminate()
+    assert await server.wait_exit() == 0
+    assert "Traceback" not in server.log()
+    await servers.start_ready(database_url)
+
+
 async def test_sigterm_while_migrating_a_fresh_database_exits_0_and_leaves_it_usable(
     tmp_path: Path, servers: ServerPool
 ) -> None:
