@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from functools import partial
 from typing import Any, ClassVar
@@ -107,6 +107,10 @@ Handler = Callable[..., Awaitable[Any]]
 
 #: BootNotification's answer for each registry status (the same words in 1.6 and 2.0.1).
 BOOT_STATUS = {"accepted": "Accepted", "pending": "Pending", "rejected": "Rejected"}
+
+#: A connector's current report stamped further ahead of the server's clock than this does
+#: not order later reports (see :meth:`OcppSession.late_report`).
+CLOCK_AHEAD_LIMIT = timedelta(minutes=1)
 
 #: TriggerMessage's requestedMessage -> the action the station then sends, where they differ
 TRIGGERED_ACTION = {
@@ -595,6 +599,98 @@ class OcppSession:
                 )
             )
         return previous
+
+    async def late_report(
+        self,
+        ref: ConnectorRef,
+        status: NormalizedStatus,
+        raw_status: str,
+        *,
+        error_code: str | None,
+        charger_time: datetime | None,
+    ) -> bool:
+        """Record a status report older than the connector's current one; False (nothing
+        done) when it is not.
+
+        Decision: a report is late when its charger timestamp is before that of the report
+        the live state holds (a charger flushing, after a reconnect, the reports it queued
+        while offline, after it reported its current state). It is not the current state:
+        the live state keeps the newer report and no change event is emitted (the change
+        it reported is over). It is not lost either: its status-history interval starts
+        where it happened, its charger time shifted by the clock offset of the current
+        report, and lasts until the next row; with none after it (the current report
+        changed nothing, so it started no row) the current report starts one, or the late
+        report would be the open interval. Both timestamps come from the
+        charger's one clock, so a clock behind or ahead of the server's does not matter;
+        a current report stamped more than :data:`CLOCK_AHEAD_LIMIT` ahead of the
+        server's clock orders nothing (that clock was wrong, and may have been set right
+        since), and reports are then taken in arrival order."""
+        live = self.connectors.get(ref.key)
+        if (
+            live is None
+            or charger_time is None
+            or live.charger_time is None
+            or live.updated_at is None
+            or charger_time >= live.charger_time
+        ):
+            return False
+        offset = live.updated_at - live.charger_time
+        if offset < -CLOCK_AHEAD_LIMIT:
+            return False
+        writes = self.incoming.writes
+        started_at = charger_time + offset
+        if not await self._history_after(ref.key, started_at):
+            state.history(
+                writes,
+                self.charger_id,
+                state.CONNECTOR,
+                ref.key,
+                live.status.value,
+                live.updated_at,
+                raw_status=live.raw_status,
+                error_code=live.error_code,
+                charger_time=live.charger_time,
+            )
+        state.history(
+            writes,
+            self.charger_id,
+            state.CONNECTOR,
+            ref.key,
+            status.value,
+            started_at,
+            raw_status=raw_status,
+            error_code=error_code,
+            charger_time=charger_time,
+        )
+        metrics.LATE_STATUS_REPORTS.inc()
+        log.info(
+            "charger %s: connector %s reported %s at %s, before its current report (%s): "
+            "kept in the history only",
+            self.charger_id,
+            ref.key,
+            raw_status,
+            charger_time.isoformat(),
+            live.charger_time.isoformat(),
+        )
+        return True
+
+    async def _history_after(self, connector_key: str, at: datetime) -> bool:
+        """Whether the connector's status history has a row starting after ``at``."""
+        table = state.STATUS_HISTORY
+        async with self.ctx.db.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(table.c.id)
+                    .where(
+                        table.c.charger_id == self.charger_id,
+                        table.c.kind == state.CONNECTOR,
+                        table.c.connector_key == connector_key,
+                        table.c.started_at > at,
+                    )
+                    .limit(1)
+                )
+            ).first()
+        return row is not None
 
     def _restore_connector(self, key: str, previous: ConnectorLive | None) -> None:
         if previous is None:

@@ -109,6 +109,14 @@ class V16Session(OcppSession, ChargePoint):  # type: ignore[misc]
         vendor_id = kwargs.get("vendor_id")
         vendor_error_code = kwargs.get("vendor_error_code")
         info = kwargs.get("info")
+        if await self.late_report(
+            ref,
+            normalize_status(status),
+            status,
+            error_code=error_code,
+            charger_time=charger_time,
+        ):
+            return call_result.StatusNotification()
         now = fault_signature(status, error_code, vendor_error_code)
         event_id = (
             self.fault_event_id(ref, status, error_code, vendor_error_code, charger_time)

@@ -124,6 +124,10 @@ class V201Session(OcppSession, ChargePoint):  # type: ignore[misc]
         status = normalize_status(connector_status)
         faulted = status is NormalizedStatus.faulted
         error_code = "Faulted" if faulted else None
+        if await self.late_report(
+            ref, status, connector_status, error_code=error_code, charger_time=charger_time
+        ):
+            return call_result.StatusNotification()
         event_id = (
             self.fault_event_id(ref, connector_status, error_code, None, charger_time)
             if faulted

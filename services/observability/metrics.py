@@ -63,6 +63,12 @@ STALE_RESPONSES = Counter(
     "CALLRESULT/CALLERROR frames from chargers answering no outstanding CSMS call (dropped)",
     registry=REGISTRY,
 )
+LATE_STATUS_REPORTS = Counter(
+    "chargeops_ocpp_late_status_reports_total",
+    "Connector status reports older, by the charger's clock, than the connector's current "
+    "one (queued while offline): kept in the status history at their time, not applied",
+    registry=REGISTRY,
+)
 CHARGER_STATE_CHANGES = Counter(
     "chargeops_charger_connectivity_changes_total",
     "Charger online/offline transitions",
