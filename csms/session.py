@@ -108,6 +108,11 @@ Handler = Callable[..., Awaitable[Any]]
 #: BootNotification's answer for each registry status (the same words in 1.6 and 2.0.1).
 BOOT_STATUS = {"accepted": "Accepted", "pending": "Pending", "rejected": "Rejected"}
 
+#: the kinds whose status is the charger's ``firmware_status`` (kept across reconnects)
+FIRMWARE_KINDS: tuple[FirmwareKind, ...] = ("firmware", "signed_firmware")
+#: the requestId of a firmware status read back from ``charger_state`` (not kept there)
+UNKNOWN_REQUEST = -1
+
 #: A connector's current report stamped further ahead of the server's clock than this does
 #: not order later reports (see :meth:`OcppSession.late_report`).
 CLOCK_AHEAD_LIMIT = timedelta(minutes=1)
@@ -172,6 +177,9 @@ class OcppSession:
         self._triggered: set[str] = set()
         #: the answer to the last BootNotification on this connection
         self._boot_status: str | None = None
+        #: kind -> (requestId, status) of the last firmware/log status reported (see
+        #: :meth:`firmware_event`); requestId ``UNKNOWN`` for one read back at the start
+        self.firmware_last: dict[FirmwareKind, tuple[int | None, str]] = {}
 
     async def load_state(self) -> None:
         """Read the connectors' last known state so changes are detected across reconnects."""
@@ -180,6 +188,17 @@ class OcppSession:
             rows = (
                 await conn.execute(select(table).where(table.c.charger_id == self.charger_id))
             ).all()
+        async with self.ctx.db.engine.connect() as conn:
+            firmware_status = (
+                await conn.execute(
+                    select(state.CHARGER_STATE.c.firmware_status).where(
+                        state.CHARGER_STATE.c.charger_id == self.charger_id
+                    )
+                )
+            ).scalar_one_or_none()
+        if firmware_status is not None:
+            for kind in FIRMWARE_KINDS:
+                self.firmware_last[kind] = (UNKNOWN_REQUEST, firmware_status)
         for row in rows:
             self.connectors[row.connector_key] = ConnectorLive(
                 ConnectorRef(evse_id=row.evse_id, connector_id=row.connector_id),
@@ -772,8 +791,20 @@ class OcppSession:
 
     def firmware_event(self, kind: FirmwareKind, status: str, request_id: int | None) -> None:
         """Emit the status of a firmware update or log upload, and append it to the
-        progress of the command that started it (same transaction)."""
+        progress of the command that started it (same transaction).
+
+        Decision: these messages carry no timestamp, so a retry (new message id) is
+        recognised by its content: the same status (and requestId) as the last one of its
+        kind is no change and emits nothing (the command's progress skips it too). For
+        firmware the last status is the charger's ``firmware_status``, so a retry after a
+        reconnect is recognised (with any requestId: it is not kept); a log or
+        diagnostics status only on the same connection."""
         rx = self.incoming
+        last = self.firmware_last.get(kind)
+        if last is not None and last[1] == status and last[0] in (request_id, UNKNOWN_REQUEST):
+            return
+        self.firmware_last[kind] = (request_id, status)
+        rx.undo.append(partial(self._restore_firmware, kind, last))
         self.command_progress(PROGRESS_OF[kind], request_id, status)
         self.emit(
             FirmwareStatusChanged(
@@ -784,6 +815,12 @@ class OcppSession:
                 request_id=request_id,
             )
         )
+
+    def _restore_firmware(self, kind: FirmwareKind, last: tuple[int | None, str] | None) -> None:
+        if last is None:
+            self.firmware_last.pop(kind, None)
+        else:
+            self.firmware_last[kind] = last
 
     def command_progress(self, name: CommandName, request_id: int | None, status: str) -> None:
         rx = self.incoming
