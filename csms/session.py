@@ -84,6 +84,9 @@ class ConnectorLive:
     charger_time: datetime | None = None
     updated_at: datetime | None = None
     fault_event_id: str | None = None
+    #: the message that reported it (2.0.1: StatusNotification or NotifyEvent
+    #: AvailabilityState); not kept across reconnects
+    via: str = "StatusNotification"
 
 
 @dataclass(slots=True)
@@ -545,6 +548,7 @@ class OcppSession:
         info: str | None = None,
         charger_time: datetime | None = None,
         fault_event_id: str | None = None,
+        via: str = "StatusNotification",
     ) -> ConnectorLive | None:
         """Record a connector's status; returns its previous live state (None if unknown).
 
@@ -564,6 +568,7 @@ class OcppSession:
             charger_time,
             rx.received_at,
             fault_event_id,
+            via,
         )
         self.connectors[key] = live
         rx.undo.append(partial(self._restore_connector, key, previous))

@@ -13,7 +13,7 @@ from csms.protocol.routing import on
 from csms.protocol.timestamps import format_timestamp, parse_timestamp
 from csms.session import BOOT_STATUS, OcppSession
 from csms.transactions import first_seen_201, start_transaction_201, stop_transaction
-from csms.v201.translate import normalize_status, problem_report
+from csms.v201.translate import availability_state, normalize_status, problem_report
 from services.bus.contracts import (
     ChargerBooted,
     ConnectorRef,
@@ -118,16 +118,37 @@ class V201Session(OcppSession, ChargePoint):  # type: ignore[misc]
     async def on_status_notification(
         self, timestamp: str, connector_status: str, evse_id: int, connector_id: int, **_: Any
     ) -> call_result.StatusNotification:
-        rx = self.incoming
         ref = ConnectorRef(evse_id=evse_id, connector_id=connector_id)
+        await self.connector_status(ref, connector_status, timestamp, "StatusNotification")
+        return call_result.StatusNotification()
+
+    async def connector_status(
+        self, ref: ConnectorRef, connector_status: str, timestamp: str, via: str
+    ) -> None:
+        """A connector's status, reported by StatusNotification or by NotifyEvent
+        (``via``): live state, history, ConnectorStatusChanged, FaultRaised / FaultCleared.
+
+        Decision: a station may report one change both ways; the second report, through
+        the other message, of the state the first set is that same change and is dropped
+        (a repeated StatusNotification Faulted stays an occurrence, as in 1.6). A
+        NotifyEvent AvailabilityState is a state variable (Delta or Periodic): reporting
+        the state the connector is in is no change and no occurrence."""
+        rx = self.incoming
         charger_time = parse_timestamp(timestamp)
         status = normalize_status(connector_status)
+        live = self.connectors.get(ref.key)
+        if (
+            live is not None
+            and live.raw_status == connector_status
+            and (via != "StatusNotification" or live.via != via)
+        ):
+            return
         faulted = status is NormalizedStatus.faulted
         error_code = "Faulted" if faulted else None
         if await self.late_report(
             ref, status, connector_status, error_code=error_code, charger_time=charger_time
         ):
-            return call_result.StatusNotification()
+            return
         event_id = (
             self.fault_event_id(ref, connector_status, error_code, None, charger_time)
             if faulted
@@ -140,6 +161,7 @@ class V201Session(OcppSession, ChargePoint):  # type: ignore[misc]
             charger_time=charger_time,
             error_code=error_code,
             fault_event_id=event_id,
+            via=via,
         )
         was_faulted = previous is not None and previous.status is NormalizedStatus.faulted
         common = {
@@ -147,6 +169,7 @@ class V201Session(OcppSession, ChargePoint):  # type: ignore[misc]
             "received_at": rx.received_at,
             "charger_time": charger_time,
             "connector": ref,
+            # the same fault whichever message reported the status (one rule, one order)
             "source": "status_notification",
             "error_code": "Faulted",
             "status": status,
@@ -164,18 +187,33 @@ class V201Session(OcppSession, ChargePoint):  # type: ignore[misc]
             self.emit(
                 FaultCleared(**common, severity=faults.severity(faulted=False, error_code=None))
             )
-        return call_result.StatusNotification()
 
     @on(Action.notify_event)
     async def on_notify_event(
         self, generated_at: str, event_data: list[dict[str, Any]], **_: Any
     ) -> call_result.NotifyEvent:
+        for entry in event_data:
+            reported = availability_state(entry)
+            if reported is not None:
+                for ref in self._refs_of(reported.evse_id, reported.connector_id):
+                    await self.connector_status(
+                        ref, reported.status, reported.timestamp, "NotifyEvent"
+                    )
         reports = [r for r in map(problem_report, event_data) if r is not None]
         if reports:
             known = await problems.known_problems(self)
             for report in reports:
                 problems.handle(self, report, generated_at, known)
         return call_result.NotifyEvent()
+
+    def _refs_of(self, evse_id: int, connector_id: int | None) -> list[ConnectorRef]:
+        """The connectors a NotifyEvent AvailabilityState is about. Decision: an EVSE's state
+        is that of each of its connectors known from earlier reports (an EVSE faulted or
+        occupied is unusable through any of them); with none known, of the EVSE itself."""
+        if connector_id is not None:
+            return [ConnectorRef(evse_id=evse_id, connector_id=connector_id)]
+        known = [live.ref for live in self.connectors.values() if live.ref.evse_id == evse_id]
+        return known or [ConnectorRef(evse_id=evse_id)]
 
     @on(Action.security_event_notification)
     async def on_security_event_notification(

@@ -103,3 +103,39 @@ def problem_report(event: dict[str, Any]) -> ProblemReport | None:
         cause=event.get("cause"),
         open_only=not is_problem,
     )
+
+
+@dataclass(frozen=True)
+class AvailabilityState:
+    """A NotifyEvent entry reporting variable ``AvailabilityState`` of a Connector or an
+    EVSE: its status, in StatusNotification's words (ConnectorStatusEnumType)."""
+
+    evse_id: int
+    #: None for the EVSE's own state
+    connector_id: int | None
+    status: str
+    timestamp: str
+
+
+def availability_state(event: dict[str, Any]) -> AvailabilityState | None:
+    """Read one ``eventData`` entry (snake_case keys); None unless it reports the
+    AvailabilityState of a Connector (with its EVSE and connector id) or of an EVSE with
+    a status StatusNotification knows (the ChargingStation's own is not a connector's)."""
+    component = event.get("component", {})
+    variable = event.get("variable", {})
+    if variable.get("name") != "AvailabilityState":
+        return None
+    evse = component.get("evse") or {}
+    name = component.get("name")
+    status = str(event.get("actual_value", "")).strip()
+    if status not in STATUS or "id" not in evse or name not in ("Connector", "EVSE"):
+        return None
+    connector_id = evse.get("connector_id") if name == "Connector" else None
+    if name == "Connector" and connector_id is None:
+        return None
+    return AvailabilityState(
+        evse_id=int(evse["id"]),
+        connector_id=connector_id,
+        status=status,
+        timestamp=str(event.get("timestamp", "")),
+    )
