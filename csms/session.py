@@ -663,7 +663,10 @@ class OcppSession:
             return False
         writes = self.incoming.writes
         started_at = charger_time + offset
-        if not await self._history_after(ref.key, started_at):
+        after = await self._history_from(ref.key, started_at)
+        if (started_at, raw_status, error_code, charger_time) in after:
+            return True  # a retry of a late report already recorded
+        if not any(row[0] > started_at for row in after):
             state.history(
                 writes,
                 self.charger_id,
@@ -698,23 +701,32 @@ class OcppSession:
         )
         return True
 
-    async def _history_after(self, connector_key: str, at: datetime) -> bool:
-        """Whether the connector's status history has a row starting after ``at``."""
+    async def _history_from(
+        self, connector_key: str, at: datetime
+    ) -> list[tuple[datetime, str | None, str | None, datetime | None]]:
+        """The connector's first status-history rows starting at ``at`` or later: (start,
+        raw status, error code, charger time)."""
         table = state.STATUS_HISTORY
         async with self.ctx.db.engine.connect() as conn:
-            row = (
+            rows = (
                 await conn.execute(
-                    select(table.c.id)
+                    select(
+                        table.c.started_at,
+                        table.c.raw_status,
+                        table.c.error_code,
+                        table.c.charger_time,
+                    )
                     .where(
                         table.c.charger_id == self.charger_id,
                         table.c.kind == state.CONNECTOR,
                         table.c.connector_key == connector_key,
-                        table.c.started_at > at,
+                        table.c.started_at >= at,
                     )
-                    .limit(1)
+                    .order_by(table.c.started_at, table.c.id)
+                    .limit(10)
                 )
-            ).first()
-        return row is not None
+            ).all()
+        return [(r.started_at, r.raw_status, r.error_code, r.charger_time) for r in rows]
 
     def _restore_connector(self, key: str, previous: ConnectorLive | None) -> None:
         if previous is None:

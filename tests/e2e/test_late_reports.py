@@ -127,6 +127,8 @@ async def test_a_queued_fault_flushed_last_does_not_fault_a_healthy_connector(
             await cp.call(_sn16("Available", "NoError", clocks.at(30)))
             clocks.at(30.1)
             await cp.call(_sn16("Faulted", "GroundFailure", clocks.charger(13)))
+            clocks.at(30.2)  # its answer was lost: the charger sends it again
+            await cp.call(_sn16("Faulted", "GroundFailure", clocks.charger(13)))
 
             assert (await _connector(running, "CP-LASTQ"))["status"] == "available"
             history = await _connector_history(running, "CP-LASTQ")
