@@ -119,6 +119,10 @@ UNKNOWN_REQUEST = -1
 #: A connector's current report stamped further ahead of the server's clock than this does
 #: not order later reports (see :meth:`OcppSession.late_report`).
 CLOCK_AHEAD_LIMIT = timedelta(minutes=1)
+#: A report stamped further back than this before the connector's current one is no
+#: queued report but a clock that was reset (a station without a battery-backed clock
+#: reporting 1970 after a reboot): it is taken in arrival order.
+LATE_LIMIT = timedelta(days=7)
 
 #: TriggerMessage's requestedMessage -> the action the station then sends, where they differ
 TRIGGERED_ACTION = {
@@ -648,7 +652,8 @@ class OcppSession:
         charger's one clock, so a clock behind or ahead of the server's does not matter;
         a current report stamped more than :data:`CLOCK_AHEAD_LIMIT` ahead of the
         server's clock orders nothing (that clock was wrong, and may have been set right
-        since), and reports are then taken in arrival order."""
+        since), nor is a report stamped over :data:`LATE_LIMIT` before it late (a reset
+        clock): reports are then taken in arrival order."""
         live = self.connectors.get(ref.key)
         if (
             live is None
@@ -656,6 +661,7 @@ class OcppSession:
             or live.charger_time is None
             or live.updated_at is None
             or charger_time >= live.charger_time
+            or charger_time < live.charger_time - LATE_LIMIT
         ):
             return False
         offset = live.updated_at - live.charger_time

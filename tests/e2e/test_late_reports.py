@@ -185,3 +185,24 @@ async def test_a_report_stamped_ahead_of_csms_does_not_hold_back_the_next_ones(
             history = await _connector_history(running, "CP-AHEAD")
             assert [h["status"] for h in history] == ["available", "faulted"]
             assert len(await charger_events(running, "CP-AHEAD", "FaultRaised")) == 1
+
+
+async def test_a_report_from_a_reset_clock_is_current(system_factory: SystemFactory) -> None:
+    """A station without a battery-backed clock stamps its reports 1970 after a reboot,
+    until it sets its clock: such a report is no queued one, and is the current state."""
+    async with system_factory(heartbeat_interval=3600, offline_grace=5) as running:
+        await cancel_and_wait(running.system.csms.presence._task)
+        clocks = Clocks(running)
+        await register(running.api, "CP-RESET")
+        async with charge_point(running, "CP-RESET") as cp:
+            await cp.call(_sn16("Available", "NoError", clocks.at(0)))
+            clocks.at(5)
+            await cp.call(_sn16("Faulted", "GroundFailure", "1970-01-01T00:00:12Z"))
+
+            assert (await _connector(running, "CP-RESET"))["status"] == "faulted"
+            history = await _connector_history(running, "CP-RESET")
+            assert [(h["status"], datetime.fromisoformat(h["started_at"])) for h in history] == [
+                ("available", _server(0)),
+                ("faulted", _server(5)),
+            ]
+            assert len(await charger_events(running, "CP-RESET", "FaultRaised")) == 1
