@@ -1,9 +1,15 @@
-"""Id-token authorization for Authorize, StartTransaction and TransactionEvent."""
+"""Id-token authorization for Authorize, StartTransaction and TransactionEvent.
+
+Decisions: a token the table does not hold is ``Invalid`` in 1.6 (its AuthorizationStatus
+has no other word: "Invalid: identifier is unknown") and ``Unknown`` in 2.0.1, whose
+``Invalid`` is a known token that is not valid (the id-token API's status ``Invalid``).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 
@@ -16,20 +22,28 @@ ID_TOKENS = table_of(IdToken)
 
 @dataclass(frozen=True)
 class TokenVerdict:
-    status: str  # Accepted | Blocked | Expired | Invalid
+    status: str  # Accepted | Blocked | Expired | Invalid (| Unknown in 2.0.1)
     expires_at: datetime | None = None
     group_id: str | None = None
 
 
-async def authorize(ctx: CsmsContext, token: str | None) -> TokenVerdict:
+async def authorize(
+    ctx: CsmsContext, token: str | None, *, unknown: str = "Invalid"
+) -> TokenVerdict:
+    """The verdict on ``token``; ``unknown`` is the status of a token not in the table."""
     if token is None:
-        return TokenVerdict("Invalid")
+        return TokenVerdict(unknown)
     async with ctx.db.engine.connect() as conn:
         query = select(ID_TOKENS).where(same_id_token(ID_TOKENS.c.token, token))
         row = (await conn.execute(query)).first()
     if row is None:
-        return TokenVerdict("Accepted" if ctx.settings.authorize_accept_all else "Invalid")
+        return TokenVerdict("Accepted" if ctx.settings.authorize_accept_all else unknown)
     status = row.status
     if status == "Accepted" and row.expires_at is not None and row.expires_at <= ctx.clock():
         status = "Expired"
     return TokenVerdict(status, row.expires_at, row.group_id)
+
+
+async def authorize_201(ctx: CsmsContext, id_token: dict[str, Any]) -> TokenVerdict:
+    """The verdict on a 2.0.1 IdTokenType (snake_case keys)."""
+    return await authorize(ctx, id_token.get("id_token"), unknown="Unknown")

@@ -8,7 +8,7 @@ from ocpp.v201 import ChargePoint, call_result
 from ocpp.v201.enums import Action
 
 from csms import faults, problems
-from csms.authorization import authorize
+from csms.authorization import authorize_201
 from csms.protocol.routing import on
 from csms.protocol.timestamps import format_timestamp, parse_timestamp
 from csms.session import BOOT_STATUS, OcppSession
@@ -224,7 +224,7 @@ class V201Session(OcppSession, ChargePoint):  # type: ignore[misc]
 
     @on(Action.authorize)
     async def on_authorize(self, id_token: dict[str, Any], **_: Any) -> call_result.Authorize:
-        verdict = await authorize(self.ctx, id_token.get("id_token"))
+        verdict = await authorize_201(self.ctx, id_token)
         return call_result.Authorize(
             id_token_info=_id_token_info(verdict.status, verdict.expires_at, verdict.group_id)
         )
@@ -244,7 +244,8 @@ class V201Session(OcppSession, ChargePoint):  # type: ignore[misc]
             if evse
             else None
         )
-        id_token = (kwargs.get("id_token") or {}).get("id_token")
+        token = kwargs.get("id_token")
+        id_token = token.get("id_token") if token is not None else None
         samples = kwargs.get("meter_value") or []
         energy = _energy_wh(samples)
         if event_type == "Started":
@@ -277,9 +278,9 @@ class V201Session(OcppSession, ChargePoint):  # type: ignore[misc]
                 # triggerReason (StopAuthorized, EVCommunicationLost, ...) is no stop reason.
                 reason=transaction_info.get("stopped_reason") or "Local",
             )
-        if id_token is None:
+        if token is None:
             return call_result.TransactionEvent()
-        verdict = await authorize(self.ctx, id_token)
+        verdict = await authorize_201(self.ctx, token)
         return call_result.TransactionEvent(
             id_token_info=_id_token_info(verdict.status, verdict.expires_at, verdict.group_id)
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from ocpp.v16 import call
+from ocpp.v201 import call as call201
 
 from tests.conftest import Running, charge_point, register
 
@@ -43,3 +44,45 @@ async def test_id_tokens_are_case_insensitive(running: Running) -> None:
 
     r = await running.api.delete("/api/v1/id-tokens/TAG-CI.1~")
     assert r.status_code == 204, r.text
+
+
+BOOT_201 = call201.BootNotification(
+    charging_station={"model": "M2", "vendor_name": "VendorY"}, reason="PowerUp"
+)
+
+
+def _started(transaction_id: str, id_token: dict[str, str]) -> call201.TransactionEvent:
+    return call201.TransactionEvent(
+        event_type="Started",
+        timestamp="2026-11-28T01:00:00Z",
+        trigger_reason="CablePluggedIn",
+        seq_no=0,
+        transaction_info={"transaction_id": transaction_id},
+        evse={"id": 1, "connector_id": 1},
+        id_token=id_token,
+    )
+
+
+async def test_unknown_tokens_are_unknown_in_201_and_invalid_in_16(running: Running) -> None:
+    """2.0.1 tells an unknown token (Unknown) from a known one that is not valid (Invalid);
+    1.6 has only Invalid ("identifier is unknown"). Both answered Invalid."""
+    await register(running.api, "CP-UNK-201")
+    await register(running.api, "CP-UNK-16")
+    r = await running.api.post("/api/v1/id-tokens", json={"token": "TAG-BAD", "status": "Invalid"})
+    assert r.status_code == 201, r.text
+
+    async with charge_point(running, "CP-UNK-201", "2.0.1") as cp:
+        assert (await cp.call(BOOT_201)).status == "Accepted"
+        unknown = {"id_token": "TAG-NOPE", "type": "ISO14443"}
+        answer = await cp.call(call201.Authorize(id_token=unknown))
+        assert answer.id_token_info == {"status": "Unknown"}
+        started = await cp.call(_started("TX-UNK", unknown))
+        assert started.id_token_info == {"status": "Unknown"}
+        invalid = {"id_token": "TAG-BAD", "type": "ISO14443"}
+        answer = await cp.call(call201.Authorize(id_token=invalid))
+        assert answer.id_token_info == {"status": "Invalid"}
+
+    async with charge_point(running, "CP-UNK-16") as cp:
+        await cp.call(call.BootNotification(charge_point_model="M1", charge_point_vendor="V"))
+        answer = await cp.call(call.Authorize(id_tag="TAG-NOPE"))
+        assert answer.id_tag_info == {"status": "Invalid"}

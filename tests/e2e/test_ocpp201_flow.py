@@ -140,7 +140,7 @@ async def test_station_lifecycle(running: Running) -> None:
         known = await cp.call(call.Authorize(id_token={"id_token": "TAG-201", "type": "ISO14443"}))
         assert known.id_token_info["status"] == "Accepted"
         unknown = await cp.call(call.Authorize(id_token={"id_token": "NOPE", "type": "ISO14443"}))
-        assert unknown.id_token_info["status"] == "Invalid"
+        assert unknown.id_token_info["status"] == "Unknown"
 
         vendor = await cp.call(call.DataTransfer(vendor_id="com.example", message_id="Ping"))
         assert vendor.status == "UnknownVendorId"
