@@ -3,6 +3,9 @@
 Decisions: a token the table does not hold is ``Invalid`` in 1.6 (its AuthorizationStatus
 has no other word: "Invalid: identifier is unknown") and ``Unknown`` in 2.0.1, whose
 ``Invalid`` is a known token that is not valid (the id-token API's status ``Invalid``).
+A 2.0.1 ``NoAuthorization`` token (empty ``idToken``: the station did no authorization, a
+free-vend start) has nothing to check and is ``Accepted``: answering it Invalid or Unknown
+would let a station with StopTxOnInvalidId end the free transaction it reports.
 """
 
 from __future__ import annotations
@@ -46,4 +49,6 @@ async def authorize(
 
 async def authorize_201(ctx: CsmsContext, id_token: dict[str, Any]) -> TokenVerdict:
     """The verdict on a 2.0.1 IdTokenType (snake_case keys)."""
+    if id_token.get("type") == "NoAuthorization":
+        return TokenVerdict("Accepted")
     return await authorize(ctx, id_token.get("id_token"), unknown="Unknown")

@@ -86,3 +86,17 @@ async def test_unknown_tokens_are_unknown_in_201_and_invalid_in_16(running: Runn
         await cp.call(call.BootNotification(charge_point_model="M1", charge_point_vendor="V"))
         answer = await cp.call(call.Authorize(id_tag="TAG-NOPE"))
         assert answer.id_tag_info == {"status": "Invalid"}
+
+
+async def test_a_201_transaction_without_authorization_is_accepted(running: Running) -> None:
+    """A free-vend 2.0.1 start carries idToken type NoAuthorization with an empty idToken:
+    nothing to check, so Accepted (it was Invalid, and a station with StopTxOnInvalidId
+    would end the transaction). Also when the table accepts only known tokens."""
+    await register(running.api, "CP-NOAUTH")
+    async with charge_point(running, "CP-NOAUTH", "2.0.1") as cp:
+        assert (await cp.call(BOOT_201)).status == "Accepted"
+        free = {"id_token": "", "type": "NoAuthorization"}
+        started = await cp.call(_started("TX-FREE", free))
+        assert started.id_token_info == {"status": "Accepted"}
+        answer = await cp.call(call201.Authorize(id_token=free))
+        assert answer.id_token_info == {"status": "Accepted"}
