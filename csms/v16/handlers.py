@@ -236,7 +236,9 @@ class V16Session(OcppSession, ChargePoint):  # type: ignore[misc]
         if id_tag is None:
             return call_result.StopTransaction()
         verdict = await authorize(self.ctx, id_tag)
-        return call_result.StopTransaction(id_tag_info=_id_tag_info(verdict.status))
+        return call_result.StopTransaction(
+            id_tag_info=_id_tag_info(verdict.status, verdict.expires_at, verdict.group_id)
+        )
 
     @on(Action.meter_values)
     async def on_meter_values(

@@ -261,6 +261,38 @@ async def test_a_group_too_long_for_parent_id_tag_is_left_out(running: Running) 
         assert short.id_tag_info == {"status": "Accepted", "parent_id_tag": "G" * 20}
 
 
+async def test_stop_transaction_answers_the_whole_id_tag_info(running: Running) -> None:
+    """A charger may cache the idTagInfo of StopTransaction.conf as it does Authorize's
+    and StartTransaction's (1.6 3.5.1): the answer carries the tag's expiry and parent,
+    as theirs do (it carried only the status: a cache entry made from it lost both)."""
+    cid = "CP-16-STOPTAG"
+    await register(running.api, cid)
+    body = {"token": "TAG-STOP", "group_id": "FLEET-1", "expires_at": "2031-01-01T00:00:00Z"}
+    r = await running.api.post("/api/v1/id-tokens", json=body)
+    assert r.status_code == 201, r.text
+    expected = {
+        "status": "Accepted",
+        "expiry_date": "2031-01-01T00:00:00.000Z",
+        "parent_id_tag": "FLEET-1",
+    }
+    async with charge_point(running, cid) as cp:
+        start = await cp.call(
+            call.StartTransaction(
+                connector_id=1, id_tag="TAG-STOP", meter_start=0, timestamp="2026-11-27T10:00:00Z"
+            )
+        )
+        assert start.id_tag_info == expected
+        stop = await cp.call(
+            call.StopTransaction(
+                meter_stop=900,
+                timestamp="2026-11-27T11:00:00Z",
+                transaction_id=start.transaction_id,
+                id_tag="tag-stop",
+            )
+        )
+        assert stop.id_tag_info == expected
+
+
 async def test_stop_transaction_data_is_stored_on_the_transactions_connector(
     running: Running,
 ) -> None:
