@@ -164,7 +164,8 @@ class IdToken(Base):
     __tablename__ = "id_tokens"
 
     token: Mapped[str] = mapped_column(String(36), primary_key=True)
-    type: Mapped[str] = mapped_column(String(20), default="ISO14443")
+    #: None: any type (see csms.authorization)
+    type: Mapped[str | None] = mapped_column(String(20))
     status: Mapped[str] = mapped_column(String(16), default="Accepted")
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     group_id: Mapped[str | None] = mapped_column(String(36))

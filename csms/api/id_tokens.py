@@ -90,7 +90,7 @@ async def update_id_token(
         if row is None:
             raise Problem(404, "Not Found", f"no id token {token!r}")
         for key, value in body.model_dump(exclude_unset=True).items():
-            if value is None and key in ("type", "status"):
+            if value is None and key == "status":
                 raise Problem(422, "Request validation failed", f"{key} cannot be null")
             setattr(row, key, value)
         row.updated_at = utcnow()

@@ -149,7 +149,10 @@ class IdTokenCreate(BaseModel):
         pattern=ID_TOKEN_PATTERN,
         description="OCPP CiString: case-insensitive, printable ASCII without spaces or '/'",
     )
-    type: IdTokenType = "ISO14443"
+    type: IdTokenType | None = Field(
+        default=None,
+        description="the 2.0.1 idToken type it must be presented with; none: any type",
+    )
     status: IdTokenStatus = "Accepted"
     expires_at: AwareDatetime | None = None
     group_id: str | None = Field(default=None, max_length=36)
@@ -166,7 +169,7 @@ class IdTokenUpdate(BaseModel):
 
 class IdTokenOut(BaseModel):
     token: str
-    type: str
+    type: str | None
     status: str
     expires_at: datetime | None
     group_id: str | None

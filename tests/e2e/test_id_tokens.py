@@ -100,3 +100,45 @@ async def test_a_201_transaction_without_authorization_is_accepted(running: Runn
         assert started.id_token_info == {"status": "Accepted"}
         answer = await cp.call(call201.Authorize(id_token=free))
         assert answer.id_token_info == {"status": "Accepted"}
+
+
+async def test_201_tokens_match_on_their_type(running: Running) -> None:
+    """A 2.0.1 IdToken is its idToken and its type: a token stored as ISO14443 is unknown
+    as an eMAID (it was Accepted whatever type the station sent). A token stored without
+    a type matches any type, and 1.6 idTags (no type) match a typed token."""
+    await register(running.api, "CP-TYPE-201")
+    await register(running.api, "CP-TYPE-16")
+    for body in ({"token": "CARD-1", "type": "ISO14443"}, {"token": "ANY-1"}):
+        r = await running.api.post("/api/v1/id-tokens", json=body)
+        assert r.status_code == 201, r.text
+    r = await running.api.get("/api/v1/id-tokens/any-1")
+    assert r.json()["type"] is None, r.text
+
+    async with charge_point(running, "CP-TYPE-201", "2.0.1") as cp:
+        assert (await cp.call(BOOT_201)).status == "Accepted"
+
+        async def status(token: str, type_: str) -> str:
+            answer = await cp.call(call201.Authorize(id_token={"id_token": token, "type": type_}))
+            return str(answer.id_token_info["status"])
+
+        assert await status("card-1", "ISO14443") == "Accepted"
+        assert await status("CARD-1", "eMAID") == "Unknown"
+        started = await cp.call(_started("TX-TYPE", {"id_token": "CARD-1", "type": "KeyCode"}))
+        assert started.id_token_info == {"status": "Unknown"}
+        assert await status("ANY-1", "eMAID") == "Accepted"
+        assert await status("ANY-1", "KeyCode") == "Accepted"
+
+    # A type set later narrows the token; set back to null, it matches any type again.
+    r = await running.api.patch("/api/v1/id-tokens/ANY-1", json={"type": "KeyCode"})
+    assert r.status_code == 200 and r.json()["type"] == "KeyCode", r.text
+    async with charge_point(running, "CP-TYPE-201", "2.0.1") as cp:
+        assert (await cp.call(BOOT_201)).status == "Accepted"
+        eMAID = await cp.call(call201.Authorize(id_token={"id_token": "ANY-1", "type": "eMAID"}))
+        assert eMAID.id_token_info == {"status": "Unknown"}
+    r = await running.api.patch("/api/v1/id-tokens/ANY-1", json={"type": None})
+    assert r.status_code == 200 and r.json()["type"] is None, r.text
+
+    async with charge_point(running, "CP-TYPE-16") as cp:
+        await cp.call(call.BootNotification(charge_point_model="M1", charge_point_vendor="V"))
+        answer = await cp.call(call.Authorize(id_tag="CARD-1"))
+        assert answer.id_tag_info == {"status": "Accepted"}
