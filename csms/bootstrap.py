@@ -14,6 +14,7 @@ from csms.context import CsmsContext
 from csms.nodes import NodeIdInUse as NodeIdInUse  # re-exported for the wiring module
 from csms.nodes import NodeLiveness
 from csms.presence import Presence
+from csms.registry_check import ChargerKnown
 from csms.retention import RetentionJob
 from csms.server import OcppServer
 from services.bus import Bus
@@ -69,3 +70,8 @@ def build(
 
 def routers() -> list[APIRouter]:
     return [api.router()]
+
+
+def charger_known(db: Database) -> ChargerKnown:
+    """Whether the registry knows a charger (for whoever serves the API)."""
+    return ChargerKnown(db)

@@ -19,6 +19,7 @@ from services.db import Database
 from services.observability.metrics import REGISTRY
 from services.problems import install as install_problems
 from services.problems import problem_response, problem_responses
+from services.registry import ChargerKnown
 from services.settings import Settings
 
 API_DESCRIPTION = """ChargeOps: O&M backbone of an EV charging network.
@@ -43,13 +44,15 @@ def create_app(
     settings: Settings | None = None,
     command_authorizer: CommandAuthorizer | None = None,
     command_order_check: CommandOrderCheck | None = None,
+    charger_known: ChargerKnown | None = None,
     api: bool = True,
 ) -> FastAPI:
     """The app. ``settings`` gives the routers their limits (the command timeout is
     ``call_timeout``); ``command_authorizer`` decides whether a technician may send a
     command to a charger (default: never; see :func:`set_command_authorizer`);
     ``command_order_check`` whether a command may name a work order as the one it serves
-    (default: any order id)."""
+    (default: any order id); ``charger_known`` whether the registry knows a charger
+    (default: unchecked)."""
     app = FastAPI(title="ChargeOps", version="0.1.0", description=API_DESCRIPTION)
     app.state.db = db
     app.state.bus = bus
@@ -58,6 +61,7 @@ def create_app(
     app.state.settings = settings
     set_command_authorizer(app, command_authorizer or deny_all)
     app.state.command_order_check = command_order_check
+    app.state.charger_known = charger_known
     install_problems(app, authenticate=authenticate_invalid)
     if api:  # a csms node serves only /healthz, /readyz and /metrics
         app.include_router(users_api.router, responses=API_PROBLEMS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import httpx
 from sqlalchemy import select
 
 from tests.conftest import Running
@@ -17,6 +18,12 @@ async def get_order(running: Running, order_id: int) -> dict[str, Any]:
     assert r.status_code == 200, r.text
     body: dict[str, Any] = r.json()
     return body
+
+
+async def ensure_site(api: httpx.AsyncClient, site_id: str, **fields: Any) -> None:
+    """Create the site a work order names unless it exists (an unknown site is a 422)."""
+    r = await api.post("/api/v1/sites", json={"id": site_id, "name": site_id, **fields})
+    assert r.status_code in (201, 409), r.text
 
 
 def entries_of_kind(order: dict[str, Any], kind: str) -> list[dict[str, Any]]:

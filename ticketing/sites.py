@@ -94,6 +94,10 @@ def site_region(conn: Connection, site_id: str) -> str | None:
     return region
 
 
+def site_exists(conn: Connection, site_id: str) -> bool:
+    return conn.execute(select(_sites.c.id).where(_sites.c.id == site_id)).first() is not None
+
+
 def get_site(conn: Connection, site_id: str) -> SiteRecord:
     row = conn.execute(select(_sites).where(_sites.c.id == site_id)).first()
     if row is None:

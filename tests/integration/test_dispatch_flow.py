@@ -26,7 +26,7 @@ from tests.conftest import (
     eventually,
     register,
 )
-from tests.work_order_helpers import assert_rows_are_the_fold_of_their_timelines
+from tests.work_order_helpers import assert_rows_are_the_fold_of_their_timelines, ensure_site
 from ticketing.work_orders import scanner
 from ticketing.work_orders.scanner import ScanResult
 from ticketing.work_orders.states import STATES
@@ -57,6 +57,7 @@ async def _technician(api: httpx.AsyncClient, name: str, **fields: Any) -> int:
 
 
 async def _create(api: httpx.AsyncClient, **fields: Any) -> Order:
+    await ensure_site(api, SITE, region="north")
     body = {"title": "Display dark at bay 2", "site_id": SITE, "skill": SKILL, **fields}
     r = await api.post(WO, json=body)
     assert r.status_code == 201, r.text
@@ -135,8 +136,7 @@ GROUND_FAILURE = {
 async def _place_charger(api: httpx.AsyncClient, charger_id: str) -> dict[str, Any]:
     """Register the charger at SITE; returns the rules' classification of GroundFailure."""
     await register(api, charger_id)
-    r = await api.post("/api/v1/sites", json={"id": SITE, "name": "Depot", "region": "north"})
-    assert r.status_code == 201, r.text
+    await ensure_site(api, SITE, region="north")
     r = await api.put(f"/api/v1/sites/{SITE}/chargers/{charger_id}")
     assert r.status_code == 200, r.text
     r = await api.post("/api/v1/fault-rules/dry-run", json=GROUND_FAILURE)

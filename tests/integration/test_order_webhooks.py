@@ -20,6 +20,7 @@ from services.clock import FakeClock
 from services.db import utcnow
 from tests.conftest import SystemFactory, eventually
 from tests.webhook_receiver import Receiver, running_receiver
+from tests.work_order_helpers import ensure_site
 from ticketing.webhooks.delivery import WebhookDeliverer
 from ticketing.webhooks.signing import verify
 
@@ -86,6 +87,7 @@ async def test_order_events_are_delivered_signed_and_logged(
 
         # created and assigned in one transaction; the receiver fails the first request
         receiver.fail_first = 1
+        await ensure_site(api, "depot")
         order = await api.post(
             WO,
             json={

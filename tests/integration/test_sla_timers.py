@@ -10,10 +10,11 @@ from typing import Any
 from services.clock import FakeClock
 from services.db import utcnow
 from tests.conftest import Running, SystemFactory
-from tests.work_order_helpers import entries_of_kind, get_order
+from tests.work_order_helpers import ensure_site, entries_of_kind, get_order
 
 
 async def _create(running: Running, **fields: Any) -> dict[str, Any]:
+    await ensure_site(running.api, "depot")
     body = {"title": "Cable cut at bay 3", "site_id": "depot", "impact": 1, "urgency": 1, **fields}
     r = await running.api.post("/api/v1/work-orders", json=body)
     assert r.status_code == 201, r.text

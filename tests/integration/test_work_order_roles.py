@@ -13,6 +13,7 @@ import pytest
 
 from services.api_auth import create_token
 from tests.conftest import Running
+from tests.work_order_helpers import ensure_site
 
 
 def _client(running: Running, token: str | None) -> httpx.AsyncClient:
@@ -46,6 +47,7 @@ async def world(running: Running) -> dict[str, Any]:
         )
         assert r.status_code == 201, r.text
         techs[user] = r.json()["id"]
+    await ensure_site(api, "depot")
     orders = {}
     for name in ("mine", "theirs"):
         r = await api.post(

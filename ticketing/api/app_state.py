@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection
 from services.clock import Clock
 from services.committer import GroupCommitter
 from services.db import Database, read_snapshot
+from services.registry import ChargerKnown
 from ticketing.tx import transact
 
 T = TypeVar("T")
@@ -31,6 +32,12 @@ def committer(request: Request) -> GroupCommitter:
 def clock(request: Request) -> Clock:
     app_clock: Clock = request.app.state.clock
     return app_clock
+
+
+def charger_known(request: Request) -> ChargerKnown | None:
+    """Whether the charger registry knows a charger (None: not wired, unchecked)."""
+    known: ChargerKnown | None = getattr(request.app.state, "charger_known", None)
+    return known
 
 
 def now(request: Request) -> datetime:

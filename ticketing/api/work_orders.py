@@ -21,6 +21,7 @@ from services.problems import Problem
 from ticketing import tx
 from ticketing.api import app_state
 from ticketing.rules.model import CATEGORIES, SEVERITIES, priority_of
+from ticketing.sites import site_exists
 from ticketing.tables import Technician
 from ticketing.work_orders import dispatching, store, transitions, views
 from ticketing.work_orders.context import OpContext
@@ -208,6 +209,23 @@ def _visible(
     return order
 
 
+def _check_site(conn: Connection, body: WorkOrderIn) -> None:
+    """A new order's site exists and, with a charger, is the charger's site (when it has
+    one): an order for a missing site, or for a charger at another site, would be
+    dispatched to the technicians of the wrong place or of none."""
+    if body.site_id is None:
+        return
+    if not site_exists(conn, body.site_id):
+        raise tx.Invalid(f"no site {body.site_id!r}", field="site_id")
+    if body.charger_id is not None:
+        placed = site_of(conn, body.charger_id)
+        if placed is not None and placed != body.site_id:
+            raise tx.Invalid(
+                f"charger {body.charger_id!r} is at site {placed!r}, not {body.site_id!r}",
+                field="site_id",
+            )
+
+
 def _out(conn: Connection, orders: list[store.Order], now: datetime) -> list[WorkOrderOut]:
     slas = views.sla_views(conn, orders, now)
     return [
@@ -351,6 +369,9 @@ async def create_work_order(
     """Open an order by hand (a complaint, an inspection finding, a drill)."""
     if body.charger_id is None and body.site_id is None:
         raise tx.Invalid("a work order needs a charger_id or a site_id")
+    known = app_state.charger_known(request)
+    if body.charger_id is not None and known is not None and not await known(body.charger_id):
+        raise tx.Invalid(f"no charger {body.charger_id!r} is registered", field="charger_id")
     ctx = _ctx(request, principal)
 
     def op(conn: Connection, ctx: OpContext) -> WorkOrderDetail:
@@ -360,6 +381,7 @@ async def create_work_order(
             "priority": priority,
             "sla_policy_id": policy_id_for(conn, priority=priority, team_id=None, assignee_id=None),
         }
+        _check_site(conn, body)
         if body.charger_id is not None and body.site_id is None:
             fields["site_id"] = site_of(conn, body.charger_id)
         order = store.create(conn, ctx, fields, note=f"opened by {principal.name}")

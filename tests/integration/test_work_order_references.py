@@ -1,0 +1,45 @@
+"""A work order opened by hand names rows that exist: an unknown charger or site, or a
+charger at another site, is a 422 naming the field (as a technician's unknown team is),
+and nothing is created."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.conftest import Running, register
+
+WO = "/api/v1/work-orders"
+
+
+async def _refused(running: Running, body: dict[str, Any], field: str, words: str) -> None:
+    r = await running.api.post(WO, json={"title": "check", **body})
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    problem = r.json()
+    assert problem["field"] == field, problem
+    assert words in problem["detail"], problem
+
+
+async def test_unknown_charger_and_site_are_refused(running: Running) -> None:
+    await register(running.api, "CP-REF")
+    for site in ("site-a", "site-b"):
+        r = await running.api.post("/api/v1/sites", json={"id": site, "name": site})
+        assert r.status_code == 201, r.text
+    r = await running.api.put("/api/v1/sites/site-a/chargers/CP-REF")
+    assert r.status_code == 200, r.text
+
+    await _refused(running, {"charger_id": "CP-NOBODY"}, "charger_id", "'CP-NOBODY'")
+    await _refused(running, {"site_id": "nowhere"}, "site_id", "'nowhere'")
+    await _refused(
+        running, {"charger_id": "CP-REF", "site_id": "site-b"}, "site_id", "at site 'site-a'"
+    )
+    assert (await running.api.get(WO)).json()["total"] == 0
+
+    for body in (
+        {"charger_id": "CP-REF"},
+        {"site_id": "site-b"},
+        {"charger_id": "CP-REF", "site_id": "site-a"},
+    ):
+        r = await running.api.post(WO, json={"title": "check", **body})
+        assert r.status_code == 201, r.text
+        assert r.json()["site_id"] == body.get("site_id", "site-a")
