@@ -560,3 +560,54 @@ def _lockouts(text: str) -> dict[str, float]:
                     outcome = sample.labels["outcome"]
                     values[outcome] = values.get(outcome, 0.0) + sample.value
     return values
+
+
+async def test_no_remote_fix_to_run_is_refused_and_a_follow_up_runs_its_playbook(
+    system_factory: SystemFactory,
+) -> None:
+    """An order whose fault has no remote-first playbook (here one opened by hand) may not
+    go to remote_fix: nothing would run it, nobody is assigned and it is not in the
+    dispatcher queue (before, it sat there for good). The follow-up of a closed port-down
+    order carries its playbook but had no remediation of its own: moved to remote_fix, its
+    playbook now runs from the first step (before, nothing ran)."""
+    clock = FakeClock(utcnow())
+    async with system_factory(clock=clock, ticketing_scan_interval=3600) as running:
+        await register(running.api, "CP-NOFIX")
+        r = await running.api.post(
+            "/api/v1/work-orders", json={"title": "check", "charger_id": "CP-NOFIX"}
+        )
+        assert r.status_code == 201 and r.json()["state"] == "new", r.text
+        manual = r.json()
+        assert "remote_fix" not in manual["legal_transitions"]
+        path = f"/api/v1/work-orders/{manual['id']}/transitions"
+        r = await running.api.post(path, json={"to": "remote_fix"})
+        assert r.status_code == 409, r.text
+        assert "no remote fix to run" in r.json()["detail"]
+        assert "remote_fix" not in r.json()["legal_transitions"]
+        assert (await running.api.get(f"/api/v1/work-orders/{manual['id']}")).json()[
+            "state"
+        ] == "new"
+
+        await register(running.api, "CP-FOLLOW")
+        async with charge_point(running, "CP-FOLLOW", cp_class=Recovering16) as cp:
+            order = await _faulted_into_remote_fix(running, cp, "CP-FOLLOW")
+            r = await running.api.post(
+                f"/api/v1/work-orders/{order['id']}/transitions",
+                json={"to": "closed", "reason": "contract moved"},
+            )
+            assert r.status_code == 200, r.text
+            items = (
+                await running.api.get(
+                    "/api/v1/work-orders", params={"charger_id": "CP-FOLLOW", "state": "new"}
+                )
+            ).json()["items"]
+            [follow_up] = [o for o in items if o["parent_id"] == order["id"]]
+            assert follow_up["playbook"] == "port_down_generic"
+            assert "remote_fix" in follow_up["legal_transitions"]
+            r = await running.api.post(
+                f"/api/v1/work-orders/{follow_up['id']}/transitions", json={"to": "remote_fix"}
+            )
+            assert r.status_code == 200, r.text
+            assert r.json()["timeline"][-1]["changes"]["data"]["remediation"]["step"] == 0
+            await running.system.ticketing.remediation.run_once()
+            assert cp.cp.received == ["TriggerMessage:StatusNotification"]

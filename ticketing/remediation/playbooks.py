@@ -7,6 +7,7 @@ the order's connector) and how long to wait for the charger to recover afterward
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import lru_cache
 from importlib import resources
 from typing import Any, Literal
@@ -67,3 +68,15 @@ def playbook(name: str | None) -> Playbook | None:
     if found is None or (not found.steps and found.mode == "remote_first"):
         return None
     return found
+
+
+def remote_fixable(order: Mapping[str, Any]) -> bool:
+    """Whether a remote fix can run for a work order: its fault names a remote-first
+    playbook with steps, and it is for a charger (a site-level order has none to command).
+
+    Decision: ``remote_fix`` is the state in which the playbook runs (issue 4: the safe
+    remote fix first, dispatch when it fails); an order moved there without one had
+    nothing to run it, nobody assigned and was not in the dispatcher queue: stuck for good.
+    Such a move is refused (409) and ``remote_fix`` is not among its legal transitions."""
+    book = playbook(order.get("playbook"))
+    return book is not None and book.mode == "remote_first" and order.get("charger_id") is not None

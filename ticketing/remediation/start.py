@@ -16,7 +16,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
 from services.db import PerDialect, table_of
-from ticketing.remediation.playbooks import playbook
+from ticketing.remediation.playbooks import Playbook, playbook
 from ticketing.tables import Remediation
 from ticketing.work_orders import dispatching, store
 from ticketing.work_orders.context import OpContext
@@ -37,6 +37,21 @@ def begin(conn: Connection, ctx: OpContext, order: store.Order) -> store.Order:
     book = playbook(order["playbook"])
     if book is None or order["charger_id"] is None or order["state"] != "new":
         return dispatching.auto_assign(conn, ctx, order)
+    _insert(conn, ctx, order, book)
+    if book.mode == "lockout":
+        return dispatching.auto_assign(conn, ctx, order)
+    return store.change(
+        conn,
+        ctx.as_actor("system:remediation"),
+        order,
+        kind="transition",
+        to_state="remote_fix",
+        note=f"remote fix first: playbook {book.name} ({len(book.steps)} steps)",
+        data={"playbook": book.name, "steps": [s.command for s in book.steps]},
+    )
+
+
+def _insert(conn: Connection, ctx: OpContext, order: store.Order, book: Playbook) -> None:
     conn.execute(
         _INSERT.on(conn),
         {
@@ -53,34 +68,26 @@ def begin(conn: Connection, ctx: OpContext, order: store.Order) -> store.Order:
             "updated_at": ctx.now,
         },
     )
-    if book.mode == "lockout":
-        return dispatching.auto_assign(conn, ctx, order)
-    return store.change(
-        conn,
-        ctx.as_actor("system:remediation"),
-        order,
-        kind="transition",
-        to_state="remote_fix",
-        note=f"remote fix first: playbook {book.name} ({len(book.steps)} steps)",
-        data={"playbook": book.name, "steps": [s.command for s in book.steps]},
-    )
 
 
 def rearm(conn: Connection, ctx: OpContext, order: store.Order) -> dict[str, Any] | None:
     """A person moves ``order`` into ``remote_fix`` (back from hold, or to try again): its
     remote-first remediation runs again if it had stopped (the runner stops it when it
     finds the order elsewhere, e.g. on hold), from the step it stopped at, or from the
-    first if it had run to its end. Returns what runs (for the timeline), None if nothing
-    does: no such playbook, or it is still running (then a person works it remotely).
+    first if it had run to its end, or from the first if it never ran. Returns what runs
+    (for the timeline), None if it is still running.
 
     Decision: without this, an order released from hold back to ``remote_fix`` had no
     remediation running, no assignee and was not in the dispatcher queue: nothing moved
     it again."""
     book = playbook(order["playbook"])
-    if book is None or book.mode != "remote_first":
-        return None
+    if book is None or book.mode != "remote_first" or order["charger_id"] is None:
+        return None  # refused before: see playbooks.remote_fixable
     row = conn.execute(_LOCKED, {"b_order": order["id"]}).mappings().first()
-    if row is None or row["state"] == "running":
+    if row is None:  # never started (e.g. the order was dispatched at once): from the first
+        _insert(conn, ctx, order, book)
+        return {"playbook": book.name, "step": 0, "steps": [s.command for s in book.steps]}
+    if row["state"] == "running":
         return None
     step = int(row["step"]) if int(row["step"]) < len(book.steps) else 0
     conn.execute(

@@ -50,12 +50,17 @@ _FORWARD: dict[str, tuple[str, ...]] = {
 }
 
 
-def legal_targets(state: str, held_from: str | None = None) -> tuple[str, ...]:
-    """The states an order in ``state`` may move to."""
+def legal_targets(
+    state: str, held_from: str | None = None, *, remote_fix: bool = True
+) -> tuple[str, ...]:
+    """The states an order in ``state`` may move to; ``remote_fix=False``: the order has
+    no remote fix to run (no remote-first playbook, or no charger), so not ``remote_fix``."""
     if state == "on_hold":
         back = (held_from,) if held_from and held_from in ACTIVE else ("new",)
-        return (*back, "resolved", "closed", "cancelled")
-    return _FORWARD[state]
+        targets: tuple[str, ...] = (*back, "resolved", "closed", "cancelled")
+    else:
+        targets = _FORWARD[state]
+    return targets if remote_fix else tuple(t for t in targets if t != "remote_fix")
 
 
 def is_legal(state: str, target: str, held_from: str | None = None) -> bool:

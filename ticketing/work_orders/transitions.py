@@ -14,6 +14,7 @@ from sqlalchemy.engine import Connection
 
 from ticketing import tx
 from ticketing.remediation import start as remediation
+from ticketing.remediation.playbooks import remote_fixable
 from ticketing.sla.policies import PolicyRow, get_policy
 from ticketing.work_orders import dispatching, sla_events, store
 from ticketing.work_orders.context import OpContext
@@ -39,13 +40,16 @@ DEFAULT_REOPEN_S = 86400
 
 
 def check_legal(order: store.Order, target: str) -> None:
-    legal = legal_targets(order["state"], order["held_from"])
+    fixable = remote_fixable(order)
+    legal = legal_targets(order["state"], order["held_from"], remote_fix=fixable)
     if target not in legal:
-        raise tx.Conflict(
-            f"work order {order['id']} cannot go from {order['state']!r} to {target!r}",
-            state=order["state"],
-            legal_transitions=list(legal),
-        )
+        detail = f"work order {order['id']} cannot go from {order['state']!r} to {target!r}"
+        if target == "remote_fix" and not fixable:
+            detail += (
+                ": it has no remote fix to run (no remote-first playbook for its fault"
+                f" ({order['playbook'] or 'none'}), or no charger to command); dispatch it"
+            )
+        raise tx.Conflict(detail, state=order["state"], legal_transitions=list(legal))
 
 
 def transition(

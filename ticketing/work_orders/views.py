@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
+from ticketing.remediation.playbooks import remote_fixable
 from ticketing.sla import clock as sla
 from ticketing.sla.calendar import Calendar, always_on
 from ticketing.sla.policies import get_policy
@@ -76,4 +77,4 @@ def timeline(conn: Connection, order_id: int) -> list[dict[str, Any]]:
 
 
 def legal(order: Mapping[str, Any]) -> list[str]:
-    return list(legal_targets(order["state"], order["held_from"]))
+    return list(legal_targets(order["state"], order["held_from"], remote_fix=remote_fixable(order)))
