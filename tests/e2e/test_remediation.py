@@ -332,6 +332,42 @@ async def test_technician_may_command_only_the_charger_of_their_order(
             assert other.status_code == 403, other.text
 
 
+async def test_technician_may_command_the_chargers_of_their_site_order(
+    system_factory: SystemFactory,
+) -> None:
+    """A site-level order (a site-power order has no charger) assigned to a technician is
+    about the site's chargers: they may command those (before: 403, the check looked only
+    at the order's charger), not a charger at another site."""
+    clock = FakeClock(utcnow())
+    async with system_factory(clock=clock, ticketing_scan_interval=3600) as running:
+        token = await create_token(running.system.db, "sid", "technician")
+        await _technician(running.api, user="sid")
+        for site, charger in (("site-t", "CP-SITE-T"), ("site-u", "CP-SITE-U")):
+            r = await running.api.post("/api/v1/sites", json={"id": site, "name": site})
+            assert r.status_code == 201, r.text
+            await register(running.api, charger)
+            r = await running.api.put(f"/api/v1/sites/{site}/chargers/{charger}")
+            assert r.status_code == 200, r.text
+        r = await running.api.post(
+            "/api/v1/work-orders", json={"title": "site dark", "site_id": "site-t"}
+        )
+        assert r.status_code == 201 and r.json()["state"] == "dispatched", r.text
+        headers = {"Authorization": f"Bearer {token}"}
+        async with (
+            charge_point(running, "CP-SITE-T", cp_class=Recovering16) as mine,
+            charge_point(running, "CP-SITE-U", cp_class=Recovering16) as other,
+        ):
+            for charger, status in (("CP-SITE-T", 200), ("CP-SITE-U", 403)):
+                r = await running.api.post(
+                    f"/api/v1/chargers/{charger}/commands/trigger-message",
+                    json={"message": "StatusNotification"},
+                    headers=headers,
+                )
+                assert r.status_code == status, (charger, r.text)
+            assert mine.cp.received == ["TriggerMessage:StatusNotification"]
+            assert other.cp.received == []
+
+
 async def test_released_from_hold_the_remote_fix_goes_on_where_it_stopped(
     system_factory: SystemFactory,
 ) -> None:

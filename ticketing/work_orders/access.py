@@ -3,20 +3,24 @@ and which order a command to a charger may say it serves."""
 
 from __future__ import annotations
 
-from sqlalchemy import exists, select
+from sqlalchemy import and_, exists, or_, select
 
 from services.api_auth import Principal
 from services.db import Database, table_of
-from ticketing.tables import Technician
+from ticketing.tables import ChargerAsset, Technician
 from ticketing.work_orders.faults import site_of
 from ticketing.work_orders.states import ASSIGNED
 from ticketing.work_orders.timeline import WORK_ORDERS
 
 TECHNICIANS = table_of(Technician)
+ASSETS = table_of(ChargerAsset)
 
 
 class TechnicianCommandAccess:
-    """A technician may send commands to the charger of an open order assigned to them."""
+    """A technician may send commands to the charger of an open order assigned to them,
+    and to the chargers of the site of a site-level order (no charger: a site-power order)
+    assigned to them: the chargers that order is about (as :class:`CommandOrderCheck`
+    lets a command to them serve it)."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -24,9 +28,13 @@ class TechnicianCommandAccess:
     async def __call__(self, principal: Principal, charger_id: str) -> bool:
         if principal.role != "technician":
             return False
+        site = select(ASSETS.c.site_id).where(ASSETS.c.charger_id == charger_id).scalar_subquery()
         query = select(
             exists().where(
-                WORK_ORDERS.c.charger_id == charger_id,
+                or_(
+                    WORK_ORDERS.c.charger_id == charger_id,
+                    and_(WORK_ORDERS.c.charger_id.is_(None), WORK_ORDERS.c.site_id == site),
+                ),
                 WORK_ORDERS.c.state.in_(ASSIGNED),
                 WORK_ORDERS.c.assignee_id
                 == select(TECHNICIANS.c.id)
