@@ -72,6 +72,14 @@ PROGRESS_OF: dict[FirmwareKind, CommandName] = {
 }
 
 
+class NotSent(Exception):
+    """A CALL withdrawn as it was about to leave (its ``before_send`` gave the reason)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 @dataclass
 class ConnectorLive:
     ref: ConnectorRef
@@ -174,6 +182,9 @@ class OcppSession:
         self._on_sent: dict[str, Callable[[], None]] = {}
         #: message id -> the payload to send as it is (``call_charger``'s ``wire``)
         self._wire: dict[str, dict[str, Any]] = {}
+        #: message id -> the check run as that CALL is about to leave (``call_charger``'s
+        #: ``before_send``)
+        self._before_send: dict[str, Callable[[], Awaitable[str | None]]] = {}
         #: (message id, payload) of the last answer to our CALL, as the charger sent it
         self._answer: tuple[str, Any] | None = None
         self._stale_logged_at = 0.0
@@ -477,6 +488,12 @@ class OcppSession:
         parsed = orjson.loads(message)
         action = parsed[2] if parsed[0] == 2 else None
         if action is not None:
+            check = self._before_send.pop(parsed[1], None)
+            reason = await check() if check is not None else None
+            if reason is not None:
+                self._on_sent.pop(parsed[1], None)
+                self._wire.pop(parsed[1], None)
+                raise NotSent(reason)
             # Set before the frame leaves: its answer may arrive before send() returns.
             self._awaiting = (parsed[1], action)
             on_sent = self._on_sent.pop(parsed[1], None)
@@ -497,6 +514,7 @@ class OcppSession:
         payload: Any,
         on_sent: Callable[[], None] | None = None,
         wire: dict[str, Any] | None = None,
+        before_send: Callable[[], Awaitable[str | None]] | None = None,
     ) -> tuple[Any, Any]:
         """Send a CSMS-initiated CALL with the library's ``call()``; return the answer, as
         the library's object and as the payload the charger sent (the library converts
@@ -510,13 +528,17 @@ class OcppSession:
         The library sends one CALL at a time (``_call_lock``): a call made while another
         awaits its answer waits for it before it is sent. ``on_sent`` is called as the
         frame leaves (never if the call is cancelled while waiting); ``wire``, if given, is
-        sent as the CALL's payload instead of the library's rendering of ``payload``."""
+        sent as the CALL's payload instead of the library's rendering of ``payload``;
+        ``before_send``, if given, runs when the CALL is about to leave (its turn came): a
+        reason it returns withdraws the CALL unsent (:class:`NotSent`)."""
         call = super().call  # type: ignore[misc]
         unique_id = str(uuid.uuid4())
         if on_sent is not None:
             self._on_sent[unique_id] = on_sent
         if wire is not None:
             self._wire[unique_id] = wire
+        if before_send is not None:
+            self._before_send[unique_id] = before_send
         try:
             result = await call(
                 payload, suppress=False, unique_id=unique_id, skip_schema_validation=True
@@ -526,6 +548,7 @@ class OcppSession:
         finally:
             self._on_sent.pop(unique_id, None)
             self._wire.pop(unique_id, None)
+            self._before_send.pop(unique_id, None)
             # Timed out or cancelled: a late answer to this CALL is stale from now on.
             if self._awaiting is not None and self._awaiting[0] == unique_id:
                 self._awaiting = None

@@ -1,7 +1,8 @@
 """Executes commands on this node's live charger connections: the bus's command handler.
 
 For a request it finds the charger's session here (none: ``offline``), refuses it when
-``forbid_during_transaction`` and a transaction is open on the charger, translates the
+``forbid_during_transaction`` and a transaction is open on the charger (checked again as
+the CALL is about to leave, since it may have waited behind another), translates the
 parameters into the ``ocpp`` library's call for the charger's version (not expressible:
 ``refused``), validates that call against the version's schema, sends it with the
 library's ``call()`` and waits for the first of: the answer (``answered``; a CALLERROR is
@@ -21,6 +22,7 @@ waited for the earlier answer.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from datetime import datetime
@@ -38,7 +40,7 @@ from csms.context import CsmsContext
 from csms.presence import Presence
 from csms.protocol.errors import FrameError
 from csms.protocol.validation import validate
-from csms.session import OcppSession
+from csms.session import NotSent, OcppSession
 from csms.state import TRANSACTIONS
 from services.commands.contracts import (
     CommandName,
@@ -51,6 +53,8 @@ from services.commands.contracts import (
 from services.commands.log import new_request_id
 
 log = logging.getLogger(__name__)
+
+TRANSACTION_RUNNING = "a transaction is running on this charger"
 
 TRANSLATORS: dict[str, dict[CommandName, Translator]] = {
     "1.6": v16.TRANSLATORS,
@@ -94,9 +98,7 @@ class CommandExecutor:
         if request.forbid_during_transaction and await self._transaction_running(
             request.charger_id
         ):
-            return self._reply(
-                request, "refused", detail="a transaction is running on this charger"
-            )
+            return self._reply(request, "refused", detail=TRANSACTION_RUNNING)
         try:
             payload, wire = self._payload(session, request, params)
         except NotApplicable as exc:
@@ -134,6 +136,13 @@ class CommandExecutor:
         async with self.ctx.db.engine.connect() as conn:
             return (await conn.execute(query)).first() is not None
 
+    async def _no_transaction(self, charger_id: str) -> str | None:
+        """Checked again as a guarded command is about to leave: a transaction may have
+        started while it waited behind an earlier command to the charger."""
+        if await self._transaction_running(charger_id):
+            return TRANSACTION_RUNNING + " (it started while the command waited to be sent)"
+        return None
+
     async def _call(
         self, session: OcppSession, request: CommandRequest, payload: Any, wire: dict[str, Any]
     ) -> CommandReply:
@@ -150,8 +159,11 @@ class CommandExecutor:
             started = time.perf_counter()
             sent.set()
 
+        before_send = None
+        if request.forbid_during_transaction:
+            before_send = functools.partial(self._no_transaction, request.charger_id)
         call = asyncio.create_task(
-            session.call_charger(payload, on_sent, wire), name=f"command:{action}"
+            session.call_charger(payload, on_sent, wire, before_send), name=f"command:{action}"
         )
         closed = asyncio.create_task(session.ws.wait_closed())
         leaving = asyncio.create_task(sent.wait())
@@ -203,6 +215,8 @@ class CommandExecutor:
         error = call.exception()
         if error is None:
             return self._answered(session, request, action, *call.result(), timing)
+        if isinstance(error, NotSent):
+            return self._reply(request, "refused", detail=error.reason)
         if isinstance(error, TimeoutError):
             timing.pop("answered_at", None)
             return self._reply(request, "timeout", detail=no_answer, **timing)

@@ -27,6 +27,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from csms.protocol.routing import on
+from csms.state import TRANSACTIONS
 from services.api_auth import Principal, create_token
 from services.bus.outbox import OutboxBus
 from services.clock import FakeClock
@@ -971,6 +972,53 @@ async def test_forbid_during_transaction(running: Running) -> None:
         r = await send(running, cid, "reset", {"type": "soft"}, params=guarded)
         assert r.status_code == 200, r.text
         assert cp.cp.received[-1] == ("Reset", {"type": "Soft"})
+
+
+async def test_a_transaction_started_while_a_guarded_command_was_queued_refuses_it(
+    system_factory: SystemFactory,
+) -> None:
+    """``forbid_during_transaction`` holds when the command would leave, not only when it
+    was queued: a reset queued behind an unanswered command is refused, unsent, if a
+    transaction started meanwhile (before, it was checked only when queued and reset the
+    charger in the middle of the session)."""
+    async with system_factory(call_timeout=60) as running:
+        cid = "CP-TX-QUEUE"
+        await register(running.api, cid)
+        await running.api.post("/api/v1/id-tokens", json={"token": "TAG-TXQ"})
+        async with charge_point(running, cid, "1.6", cp_class=Gated16) as cp:
+            first = asyncio.create_task(send(running, cid, "reset"))
+            await eventually(lambda: _is_set(cp.cp.reset_received))
+            guarded = {"forbid_during_transaction": "true"}
+            second = asyncio.create_task(
+                send(running, cid, "reset", {"type": "hard"}, params=guarded)
+            )
+
+            async def queued() -> bool:
+                r = await running.api.get(f"/api/v1/chargers/{cid}/commands")
+                return len(r.json()["items"]) == 2
+
+            await eventually(queued)
+            # The client library reads nothing while it sits on the Reset: the frame goes
+            # out raw, and the transaction counts once csms recorded it.
+            start = {"connectorId": 1, "idTag": "TAG-TXQ", "meterStart": 0,
+                     "timestamp": utcnow().isoformat()}  # fmt: skip
+            await cp.ws.send(orjson.dumps([2, "tx-q-1", "StartTransaction", start]).decode())
+
+            async def started() -> bool:
+                async with running.system.db.engine.connect() as conn:
+                    query = select(func.count()).where(TRANSACTIONS.c.charger_id == cid)
+                    return bool((await conn.execute(query)).scalar())
+
+            await eventually(started)
+            cp.cp.release.set()
+            a, b = await asyncio.wait_for(asyncio.gather(first, second), 30)
+            assert a.status_code == 200, a.text
+            assert b.status_code == 409, b.text
+            assert b.json()["outcome"] == "refused"
+            assert "transaction" in b.json()["detail"]
+            assert [a for a, _ in cp.cp.received] == ["Reset"]
+            logged = await record(running, b.json()["command_id"])
+            assert (logged["outcome"], logged["sent_at"]) == ("refused", None)
 
 
 async def test_a_command_whose_sender_died_is_not_in_flight_forever(
