@@ -40,6 +40,7 @@ from tests.conftest import (
 )
 from tests.e2e.test_work_orders import _problem
 from tests.work_order_helpers import assert_rows_are_the_fold_of_their_timelines
+from ticketing.remediation.playbooks import playbooks
 from ticketing.remediation.runner import RemediationRunner
 
 
@@ -647,3 +648,40 @@ async def test_no_remote_fix_to_run_is_refused_and_a_follow_up_runs_its_playbook
             assert r.json()["timeline"][-1]["changes"]["data"]["remediation"]["step"] == 0
             await running.system.ticketing.remediation.run_once()
             assert cp.cp.received == ["TriggerMessage:StatusNotification"]
+
+
+async def test_undelivered_steps_are_retried_a_limited_number_of_times_then_dispatched(
+    system_factory: SystemFactory,
+) -> None:
+    """A step whose command never reaches the charger (outcome ``unavailable``: the bus
+    or the charger's node unreachable) is tried again, but only the playbook's
+    ``undelivered_tries`` times: then the remote fix has failed and the order goes to
+    dispatch with the attempts (before, it was retried every minute for ever and nobody
+    was sent)."""
+    clock = FakeClock(utcnow())
+    async with system_factory(clock=clock, ticketing_scan_interval=3600) as running:
+        await _technician(running.api)
+        await register(running.api, "CP-LOST")
+        async with charge_point(running, "CP-LOST", cp_class=Recovering16) as cp:
+            order = await _faulted_into_remote_fix(running, cp, "CP-LOST")
+            bus = running.system.bus
+
+            async def unreachable(request: Any) -> Any:  # noqa: ARG001
+                raise ConnectionError("no route to the charger's node")
+
+            bus.request_command = unreachable  # type: ignore[method-assign]
+            runner = running.system.ticketing.remediation
+            tries = playbooks()["port_down_generic"].undelivered_tries
+            for _ in range(tries + 5):
+                await runner.run_once()
+                clock.advance(timedelta(seconds=61))
+            done = await _order(running, "CP-LOST")
+            assert done is not None and done["id"] == order["id"]
+            assert done["state"] == "dispatched", done["state"]
+            attempts = _attempts(done)
+            assert len(attempts) == tries
+            assert {a["changes"]["data"]["outcome"] for a in attempts} == {"unavailable"}
+            assert "gave up" in attempts[-1]["note"]
+            stats = (await running.api.get("/api/v1/remediation/stats")).json()["total"]
+            assert stats["running"] == 0 and stats["failed"] == 1, stats
+            assert cp.cp.received == []

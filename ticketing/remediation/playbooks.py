@@ -43,6 +43,10 @@ class Playbook(BaseModel):
     mode: Literal["remote_first", "lockout"]
     description: str = ""
     steps: tuple[Step, ...] = ()
+    #: how many times one step is tried while its command is not delivered (outcome
+    #: ``unavailable``: the bus or the charger's csms node unreachable) before the remote
+    #: fix counts as failed (remote_first: dispatched with the attempts; lockout: failed)
+    undelivered_tries: int = Field(default=5, ge=1, le=100)
 
     @model_validator(mode="after")
     def _params_are_valid(self) -> Playbook:

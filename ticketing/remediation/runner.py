@@ -192,13 +192,24 @@ def record(
     # playbook moving on towards a dispatch (a NATS blip used to end in a truck roll).
     unavailable = reply is not None and reply.outcome == "unavailable"
     wait = 0.0 if (decision.mode == "lockout" or offline or reply is None) else decision.step.wait_s
-    if unavailable:
+    book = playbooks()[rem["playbook"]]
+    note = _describe(decision.step, reply, refused)
+    # ... but only ``undelivered_tries`` times: a charger whose node never answers again
+    # kept its step retrying for ever, the order in remote_fix and nobody dispatched.
+    gave_up = unavailable and _undelivered(rem["attempts"], decision.index) + 1 >= (
+        book.undelivered_tries
+    )
+    if unavailable and not gave_up:
         wait = UNAVAILABLE_RETRY_S
+    if gave_up:
+        note += f"; gave up after {book.undelivered_tries} undelivered tries"
     answered = reply is not None and reply.outcome == "answered"
     if decision.step.command == "reset" and answered:
         signal(conn, ctx, decision.charger_id, "0", RESET_SIGNAL, 86400.0)
-    book = playbooks()[rem["playbook"]]
-    next_step = len(book.steps) if offline else decision.index + (0 if unavailable else 1)
+    if offline or gave_up:
+        next_step = len(book.steps)
+    else:
+        next_step = decision.index + (0 if unavailable else 1)
     # no wait: this runner goes on at once, still holding it
     next_at = ctx.now + timedelta(seconds=wait if wait > 0 else LEASE_S)
     conn.execute(
@@ -216,12 +227,22 @@ def record(
         ctx,
         order,
         kind="lockout" if decision.mode == "lockout" else "remote_fix_attempt",
-        note=_describe(decision.step, reply, refused),
+        note=note,
         data=attempt,
     )
     outcome = attempt["outcome"]
     ctx.later(lambda: metrics.ATTEMPTS.labels(decision.step.command, outcome).inc())  # type: ignore[union-attr]
     return wait, next_at
+
+
+def _undelivered(attempts: list[dict[str, Any]], index: int) -> int:
+    """How many times in a row, lately, step ``index`` was not delivered."""
+    count = 0
+    for attempt in reversed(attempts):
+        if attempt.get("step") != index or attempt.get("outcome") != "unavailable":
+            break
+        count += 1
+    return count
 
 
 def finish(conn: Connection, ctx: OpContext, decision: Decision) -> None:
