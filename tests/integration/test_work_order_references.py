@@ -1,6 +1,6 @@
 """A work order opened by hand names rows that exist: an unknown charger or site, or a
 charger at another site, is a 422 naming the field (as a technician's unknown team is),
-and nothing is created."""
+and nothing is created; so is a connector without a charger."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ async def test_unknown_charger_and_site_are_refused(running: Running) -> None:
     await _refused(
         running, {"charger_id": "CP-REF", "site_id": "site-b"}, "site_id", "at site 'site-a'"
     )
+    await _refused(running, {"site_id": "site-a", "connector": "1"}, "connector", "charger_id")
     assert (await running.api.get(WO)).json()["total"] == 0
 
     for body in (

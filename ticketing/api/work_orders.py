@@ -369,6 +369,8 @@ async def create_work_order(
     """Open an order by hand (a complaint, an inspection finding, a drill)."""
     if body.charger_id is None and body.site_id is None:
         raise tx.Invalid("a work order needs a charger_id or a site_id")
+    if body.connector is not None and body.charger_id is None:
+        raise tx.Invalid("a connector needs a charger_id", field="connector")
     known = app_state.charger_known(request)
     if body.charger_id is not None and known is not None and not await known(body.charger_id):
         raise tx.Invalid(f"no charger {body.charger_id!r} is registered", field="charger_id")
