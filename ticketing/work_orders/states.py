@@ -57,6 +57,8 @@ def legal_targets(
     no remote fix to run (no remote-first playbook, or no charger), so not ``remote_fix``."""
     if state == "on_hold":
         back = (held_from,) if held_from and held_from in ACTIVE else ("new",)
+        if not remote_fix and back == ("remote_fix",):
+            back = ("new",)  # held during a remote fix that can no longer run: requeue
         targets: tuple[str, ...] = (*back, "resolved", "closed", "cancelled")
     else:
         targets = _FORWARD[state]
