@@ -5,7 +5,8 @@ Decisions:
 - A site id is a slug (:data:`SLUG_PATTERN`); regions, skills and technician coverage
   lists use the same shape, so they compare as plain strings.
 - A site with chargers cannot be deleted (409): its chargers would silently lose their
-  site and the dispatch coverage that comes with it. Unassign them first.
+  site and the dispatch coverage that comes with it. Unassign them first. Nor can a site
+  with open work orders (they would name a site that no longer exists).
 - Assigning a charger upserts its ``ticketing_chargers`` row and sets only ``site_id``;
   the other columns belong to the event projection. A missing row is created offline,
   stamped now. Assigning moves a charger from any other site.
@@ -30,6 +31,8 @@ from services.db import table_of
 from ticketing.dispatch.unique import execute_unique
 from ticketing.tables import ChargerAsset, Site
 from ticketing.tx import Conflict, NotFound
+from ticketing.work_orders.states import OPEN
+from ticketing.work_orders.timeline import WORK_ORDERS
 
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 SITE_FIELDS = frozenset({"name", "region", "timezone", "address"})
@@ -141,6 +144,15 @@ def delete_site(conn: Connection, site_id: str) -> None:
     ).scalar_one()
     if count:
         raise Conflict(f"site {site_id!r} still has {count} charger(s); unassign them first")
+    orders = conn.execute(
+        select(func.count())
+        .select_from(WORK_ORDERS)
+        .where(WORK_ORDERS.c.site_id == site_id, WORK_ORDERS.c.state.in_(OPEN))
+    ).scalar_one()
+    if orders:
+        raise Conflict(
+            f"site {site_id!r} still has {orders} open work order(s); close or cancel them first"
+        )
     conn.execute(delete(_sites).where(_sites.c.id == site_id))
 
 

@@ -44,3 +44,21 @@ async def test_unknown_charger_and_site_are_refused(running: Running) -> None:
         r = await running.api.post(WO, json={"title": "check", **body})
         assert r.status_code == 201, r.text
         assert r.json()["site_id"] == body.get("site_id", "site-a")
+
+
+async def test_a_site_with_open_orders_cannot_be_deleted(running: Running) -> None:
+    """Like a site with chargers (409), a site with open work orders is not deleted: they
+    would name a site that no longer exists and lose its dispatch coverage."""
+    r = await running.api.post("/api/v1/sites", json={"id": "site-del", "name": "Del"})
+    assert r.status_code == 201, r.text
+    r = await running.api.post(WO, json={"title": "dark", "site_id": "site-del"})
+    assert r.status_code == 201, r.text
+    order = r.json()["id"]
+    r = await running.api.delete("/api/v1/sites/site-del")
+    assert r.status_code == 409, r.text
+    assert "1 open work order" in r.json()["detail"]
+    r = await running.api.post(
+        f"{WO}/{order}/transitions", json={"to": "cancelled", "reason": "duplicate"}
+    )
+    assert r.status_code == 200, r.text
+    assert (await running.api.delete("/api/v1/sites/site-del")).status_code == 204

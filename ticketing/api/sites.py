@@ -1,7 +1,8 @@
 """Sites and the chargers standing at them: CRUD plus charger (un)assignment.
 
 Reads any role; writes admin or dispatcher. A site id is a slug; its time zone must be
-an IANA name known to ``zoneinfo``; a site with chargers cannot be deleted (409).
+an IANA name known to ``zoneinfo``; a site with chargers or open work orders cannot be
+deleted (409).
 Charger ids follow the OCPP identity shape the CSMS accepts (1..48 characters).
 """
 
