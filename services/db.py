@@ -115,7 +115,10 @@ def create_sqlite_writer_engine(url: str, *, sqlite_synchronous: str = "FULL") -
     """A synchronous engine on the same SQLite file, for the group committer's thread."""
     sync_url = make_url(url).set(drivername="sqlite")
     engine = sa_create_engine(
-        sync_url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=1
+        sync_url,
+        connect_args={"check_same_thread": False, "timeout": 30},
+        pool_size=1,
+        hide_parameters=True,
     )
 
     @event.listens_for(engine, "connect")
@@ -126,7 +129,11 @@ def create_sqlite_writer_engine(url: str, *, sqlite_synchronous: str = "FULL") -
 
 
 def create_engine(url: str, *, sqlite_synchronous: str = "FULL", echo: bool = False) -> AsyncEngine:
-    kwargs: dict[str, Any] = {"echo": echo}
+    # Decision: statement parameters are kept out of exception texts and SQL logging
+    # (hide_parameters). A failed write is logged with its exception, and the parameters
+    # of some writes are secrets stored in clear (a webhook's HMAC key); the statement
+    # and the database's reason are still there.
+    kwargs: dict[str, Any] = {"echo": echo, "hide_parameters": True}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"timeout": 30}
     else:
