@@ -1,7 +1,8 @@
 """deploy/ and the README against the code: every metric and label the alert rules, their
 unit tests and the Grafana dashboard use is one the process exports; no metric has an
 unbounded label; every CHARGEOPS_* variable the compose files, Kubernetes manifests and
-image set is a setting; the commands and probes they use exist; the README's settings
+image set is a setting with a valid value (interpolation defaults too), and so is every one
+deploy/ and the README name in prose; the commands and probes they use exist; the README's settings
 table lists every setting with its real default.
 
 promtool (deploy/README.md) checks the PromQL itself; it cannot know which names the
@@ -205,15 +206,38 @@ def test_deploy_sets_only_real_settings_with_valid_values() -> None:
     assert len(found) >= 10
     wrong = [f"{where}: {key} is no setting" for where, key, _ in found if key not in known]
     assert not wrong, "\n".join(wrong)
-    # Literal values (not ${...} interpolations, not secrets) must pass validation.
+    # Values (secrets aside) must pass validation: a ${NAME:-default} interpolation with its
+    # default, a required ${NAME:?...} or ${NAME} with a plain stand-in.
     for where, key, value in found:
-        if "${" in value or key == "CHARGEOPS_ADMIN_TOKEN":
+        if key == "CHARGEOPS_ADMIN_TOKEN":
             continue
+        resolved = re.sub(r"\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1", value)
+        resolved = re.sub(r"\$\{[A-Z0-9_]+(?::\?[^}]*)?\}", "standin1", resolved)
         field = key.removeprefix("CHARGEOPS_").lower()
         try:
-            Settings(_env_file=None, **{field: value})  # type: ignore[arg-type]
+            Settings(_env_file=None, **{field: resolved})  # type: ignore[arg-type]
         except Exception as exc:  # noqa: BLE001
             pytest.fail(f"{where}: {key}={value!r} is refused: {exc}")
+
+
+#: CHARGEOPS_* names deploy/ uses that are no setting: compose's published ports and the
+#: JetStream stream name in CHARGEOPS_BUS_URL.
+NOT_SETTINGS = {"CHARGEOPS_OCPP_PUBLISH", "CHARGEOPS_HTTP_PUBLISH", "CHARGEOPS_EVENTS"}
+
+
+def test_deploy_text_names_only_real_settings() -> None:
+    # Comments and READMEs tell operators which variable to set: a renamed setting must
+    # not live on there.
+    known = setting_names() | NOT_SETTINGS
+    files = [p for p in DEPLOY.rglob("*") if p.is_file() and p.suffix != ".json"]
+    named = {
+        (path.relative_to(ROOT).as_posix(), name)
+        for path in [*files, ROOT / "README.md"]
+        for name in re.findall(r"\bCHARGEOPS_[A-Z0-9_]*[A-Z0-9]\b", path.read_text())
+    }
+    assert len(named) >= 20
+    wrong = sorted(f"{where}: {name}" for where, name in named if name not in known)
+    assert not wrong, "\n".join(wrong)
 
 
 def test_deploy_runs_commands_that_exist() -> None:
