@@ -177,6 +177,9 @@ class GroupCommitter:
 
     def start(self) -> None:
         if self._task is None:
+            # Read when scraped: a value set by the loop would freeze while a commit hangs,
+            # which is when the write sets queued behind it matter (one committer a process).
+            metrics.COMMIT_QUEUE.set_function(self._queue.qsize)
             self._task = asyncio.create_task(self._run(), name="group-committer")
 
     async def commit(self, writes: WriteSet, *, background: bool = False) -> list[Any]:
@@ -264,7 +267,6 @@ class GroupCommitter:
             batch = [first]
             while len(batch) < self._batch_size and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            metrics.COMMIT_QUEUE.set(self._queue.qsize())
             stop = any(p is _STOP for p in batch)
             batch = [p for p in batch if p is not _STOP]
             waiting = [p for p in batch if not p.background]

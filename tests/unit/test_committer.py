@@ -8,12 +8,14 @@ and nothing of the failed write set is left half-written.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -350,3 +352,52 @@ async def test_a_bad_deferred_row_fails_alone(db: Database, slow_deferring: Grou
     await slow_deferring.flush()
     assert await logged_markers(db) == {"row-1", "row-2", "set-1"}
     assert failures() - before == 1
+
+
+async def test_commit_queue_gauge_counts_write_sets_waiting_behind_a_stuck_commit(
+    db: Database, committer: GroupCommitter
+) -> None:
+    """chargeops_db_commit_queue is what ChargeOpsCommitQueueBacklog watches: while one
+    commit hangs, the write sets queued behind it must show, not the length the queue had
+    when that commit began."""
+    async with stuck(db) as writes:
+        committer.start()
+        first = asyncio.create_task(committer.commit(writes))
+        await asyncio.sleep(0)  # queued
+        await eventually(taken)  # and taken by the committer, which hangs on it
+        waiting = [asyncio.create_task(committer.commit(logged(f"w{i}"))) for i in range(5)]
+        await asyncio.sleep(0)
+        assert queued() == 5
+    await asyncio.gather(first, *waiting)
+    assert queued() == 0
+    assert await logged_markers(db) == {"stuck", *(f"w{i}" for i in range(5))}
+
+
+def queued() -> float | None:
+    return REGISTRY.get_sample_value("chargeops_db_commit_queue")
+
+
+async def taken() -> bool:
+    return queued() == 0
+
+
+@contextlib.asynccontextmanager
+async def stuck(db: Database) -> AsyncIterator[WriteSet]:
+    """A write set whose commit hangs until the block ends. SQLite: an operation that
+    waits (it runs on the writer thread). PostgreSQL (operations run on the event loop):
+    another connection locks the message log."""
+    writes = logged("stuck")
+    if db.dialect == "sqlite":
+        release = threading.Event()
+        writes.then(lambda _conn: release.wait(30))
+        try:
+            yield writes
+        finally:
+            release.set()
+        return
+    async with db.engine.connect() as pg:
+        await pg.execute(text(f"LOCK TABLE {MESSAGE_LOG.name} IN EXCLUSIVE MODE"))
+        try:
+            yield writes
+        finally:
+            await pg.rollback()
