@@ -7,7 +7,18 @@ the sweeper after its beat: the chargers a dead node still holds as online in
 ``charger_state`` are marked offline *since their last message* (connectivity history row,
 ``ChargerOffline`` with reason ``node_lost``) once the offline grace has passed since the
 dead node's last beat; a charger that reconnected to another node meanwhile carries that
-node's id and is left alone.
+node's id and is left alone by that update.
+
+A node's death is known only after the beat timeout, which may be longer than the grace: a
+charger that reconnects to another node between the two had an outage nobody could record
+yet. So a node taking over a charger another node's row still holds online records a
+*handover* (``csms_handovers``: from which node, since when silent there, taken when); the
+sweep that finds that node dead, or the node's own restart under the same id, settles its
+handovers: a charger taken more than the grace after the node's last beat (or clean stop)
+gets its offline interval inserted into the status history before its new connection's
+online row, with a ``ChargerOffline`` (reason ``node_lost``, the same deterministic id the
+sweep would give it). A handover whose node beat after it (the node was alive, the charger
+just moved) is deleted by the next sweep. Whatever the grace, no outage is lost.
 
 Decisions:
 - **Node ids.** ``CHARGEOPS_NODE_ID`` keeps its default (``node-1``) so that a restarted node
@@ -42,7 +53,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import and_, delete, exists, func, insert, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -51,9 +62,9 @@ from sqlalchemy.engine import Connection
 
 from csms import state
 from csms.event_ids import stable_event_id
-from csms.tables import CsmsNode
+from csms.tables import CsmsHandover, CsmsNode
 from services.bus import Bus
-from services.bus.contracts import ChargerOffline
+from services.bus.contracts import ChargerOffline, ChargerOnline, Event
 from services.committer import GroupCommitter, WriteSet
 from services.db import Database, UTCDateTime, table_of
 from services.observability import metrics
@@ -63,6 +74,7 @@ from services.tasks import PeriodicTask
 log = logging.getLogger(__name__)
 
 NODES = table_of(CsmsNode)
+HANDOVERS = table_of(CsmsHandover)
 T = TypeVar("T")
 #: ChargerOffline.reason for chargers of a node that died
 NODE_LOST = "node_lost"
@@ -76,6 +88,27 @@ class NodeIdInUse(RuntimeError):
 class _Holder:
     last_beat: datetime
     stopped_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Handover:
+    """A charger connecting here while ``from_node``'s row still holds it online; ``since``:
+    its last message there, where its outage starts if that node turns out to be dead."""
+
+    charger_id: str
+    from_node: str
+    since: datetime
+
+    def record(self, writes: WriteSet, taken_at: datetime) -> None:
+        writes.insert(
+            HANDOVERS,
+            {
+                "charger_id": self.charger_id,
+                "from_node": self.from_node,
+                "since": self.since,
+                "taken_at": taken_at,
+            },
+        )
 
 
 class Beat(StrEnum):
@@ -168,8 +201,12 @@ def sweep(
         .with_for_update(skip_locked=True)
     ).all()
     events: list[ChargerOffline] = []
+    swept: list[ChargerOffline] = []
     for node in dead:
-        events.extend(_sweep_node(conn, node.node_id, node.last_beat, now))
+        swept.extend(_sweep_node(conn, node.node_id, node.last_beat, now))
+        events.extend(
+            settle_handovers(conn, bus, node.node_id, node.last_beat, now=now, grace=grace)
+        )
         conn.execute(
             delete(NODES).where(
                 NODES.c.node_id == node.node_id,
@@ -177,9 +214,115 @@ def sweep(
                 ~exists().where(table.c.node_id == node.node_id, table.c.online.is_(True)),
             )
         )
-    if events:
-        bus.stage_on(conn, events)
-    return events
+    # Handovers from nodes that beat after them: those nodes were alive, the chargers moved.
+    conn.execute(
+        delete(HANDOVERS).where(
+            ~exists().where(
+                NODES.c.node_id == HANDOVERS.c.from_node,
+                NODES.c.last_beat <= HANDOVERS.c.taken_at,
+            )
+        )
+    )
+    if swept:
+        bus.stage_on(conn, swept)
+    return swept + events
+
+
+def settle_handovers(
+    conn: Connection, bus: Bus, node_id: str, end: datetime, *, now: datetime, grace: float
+) -> list[ChargerOffline]:
+    """Decide the handovers from ``node_id``, which was alive until ``end`` (its last beat,
+    or its clean stop) and is dead or restarting: a charger taken over more than the grace
+    after ``end`` was offline from its last message there until it connected elsewhere
+    (the sweep's own rule for the chargers a dead node still holds). Its offline interval
+    is inserted into the status history before that connection's online row, unless an
+    offline was recorded meanwhile (another sweeper, or the node itself); the events are
+    staged on ``conn``; the node's handovers are deleted. Returns the offline events."""
+    cutoff = end + timedelta(seconds=grace)
+    rows = conn.execute(
+        select(HANDOVERS)
+        .where(HANDOVERS.c.from_node == node_id, HANDOVERS.c.taken_at > cutoff)
+        .order_by(HANDOVERS.c.id)
+    ).all()
+    conn.execute(delete(HANDOVERS).where(HANDOVERS.c.from_node == node_id))
+    offline: list[ChargerOffline] = []
+    staged: list[Event] = []
+    for row in rows:
+        last = _connectivity(conn, row.charger_id, before=row.taken_at)
+        if last is None or last.status != "online":
+            continue  # its outage is recorded already (or it was never online)
+        since = max(row.since, last.started_at)
+        if since >= row.taken_at:
+            continue
+        log.warning(
+            "charger %s was offline from %s until it connected to another node at %s "
+            "(csms node %s had died)",
+            row.charger_id,
+            since.isoformat(),
+            row.taken_at.isoformat(),
+            node_id,
+        )
+        conn.execute(
+            insert(state.STATUS_HISTORY), [state.connectivity_row(row.charger_id, "offline", since)]
+        )
+        event = ChargerOffline(
+            event_id=stable_event_id("ChargerOffline", row.charger_id, node_id, since.isoformat()),
+            charger_id=row.charger_id,
+            received_at=now,
+            since=since,
+            reason=NODE_LOST,
+        )
+        offline.append(event)
+        staged.append(event)
+        following = _connectivity(conn, row.charger_id, after=row.taken_at)
+        if following is None or following.status != "online":
+            # The connection did not announce itself (its node took the charger for online):
+            # its online interval starts at the takeover.
+            conn.execute(
+                insert(state.STATUS_HISTORY),
+                [state.connectivity_row(row.charger_id, "online", row.taken_at)],
+            )
+            version = conn.execute(
+                select(state.CHARGER_STATE.c.ocpp_version).where(
+                    state.CHARGER_STATE.c.charger_id == row.charger_id
+                )
+            ).scalar()
+            staged.append(
+                ChargerOnline(
+                    event_id=stable_event_id(
+                        "ChargerOnline", row.charger_id, node_id, row.taken_at.isoformat()
+                    ),
+                    charger_id=row.charger_id,
+                    received_at=row.taken_at,
+                    ocpp_version=version or "unknown",
+                )
+            )
+    if staged:
+        bus.stage_on(conn, staged)
+    return offline
+
+
+def _connectivity(
+    conn: Connection,
+    charger_id: str,
+    *,
+    before: datetime | None = None,
+    after: datetime | None = None,
+) -> Any:
+    """The charger's last connectivity row starting before ``before``, or its first one
+    starting at or after ``after``."""
+    hist = state.STATUS_HISTORY
+    query = select(hist.c.status, hist.c.started_at).where(
+        hist.c.charger_id == charger_id, hist.c.kind == state.CONNECTIVITY
+    )
+    if before is not None:
+        query = query.where(hist.c.started_at < before).order_by(
+            hist.c.started_at.desc(), hist.c.id.desc()
+        )
+    else:
+        assert after is not None
+        query = query.where(hist.c.started_at >= after).order_by(hist.c.started_at, hist.c.id)
+    return conn.execute(query.limit(1)).first()
 
 
 def _sweep_node(
@@ -270,8 +413,22 @@ class NodeLiveness:
             # The previous holder was alive (so were its sockets) until it stopped, or at
             # least until its last beat: where the outage of its chargers starts.
             self.previous_end = previous.stopped_at or previous.last_beat
-        now = self._clock()
-        await self._run(lambda conn: claim(conn, self.node_id, now))
+        now, end, grace = self._clock(), self.previous_end, self.settings.offline_grace
+
+        def take(conn: Connection) -> list[ChargerOffline]:
+            # Chargers that left the previous holder for another node before anyone knew it
+            # was dead: decided now, as the sweep would have (the claim hides its death).
+            settled = (
+                []
+                if end is None
+                else settle_handovers(conn, self._bus, self.node_id, end, now=now, grace=grace)
+            )
+            claim(conn, self.node_id, now)
+            return settled
+
+        settled: list[ChargerOffline] = await self._run(take)
+        if settled:
+            metrics.CHARGER_STATE_CHANGES.labels("offline").inc(len(settled))
         self.started_at = now
         self._last_ok = time.monotonic()
         self._loop.start()
@@ -309,17 +466,28 @@ class NodeLiveness:
             await self._on_revived()
         return result
 
-    async def before_takeover(self, charger_id: str) -> None:
-        """A charger is connecting to this node: if another node holds it online and that
-        node is dead with its chargers due for the sweep (the sweep's own test, below), sweep
-        now. Sweeps run once per beat: a charger coming back between a sweep falling due
-        and its run had its outage erased, the new connection's online row following the
-        dead node's with no offline interval between them."""
+    async def before_takeover(self, charger_id: str) -> Handover | None:
+        """A charger is connecting to this node while another node holds it online.
+
+        If that node is dead with its chargers due for the sweep (the sweep's own test,
+        below), sweep now. Sweeps run once per beat: a charger coming back between a sweep
+        falling due and its run had its outage erased, the new connection's online row
+        following the dead node's with no offline interval between them.
+
+        Otherwise that node may be alive (the charger just moved) or dead without anyone
+        knowing yet (its death is known only after the beat timeout, which may exceed the
+        grace): the returned :class:`Handover`, recorded with the connection, lets the sweep
+        of that node (or its restart) decide later whether the charger had an outage."""
         table, now = state.CHARGER_STATE, self._clock()
         async with self._db.engine.connect() as conn:
             holder = (
                 await conn.execute(
-                    select(NODES.c.last_beat, NODES.c.stopped_at)
+                    select(
+                        table.c.node_id,
+                        table.c.last_seen,
+                        NODES.c.last_beat,
+                        NODES.c.stopped_at,
+                    )
                     .select_from(table.join(NODES, NODES.c.node_id == table.c.node_id))
                     .where(
                         table.c.charger_id == charger_id,
@@ -328,7 +496,9 @@ class NodeLiveness:
                     )
                 )
             ).first()
-        if holder is not None and due(
+        if holder is None:
+            return None
+        if due(
             holder.last_beat,
             holder.stopped_at,
             now=now,
@@ -336,6 +506,8 @@ class NodeLiveness:
             grace=self.settings.offline_grace,
         ):
             await self.sweep_once()
+            return None
+        return Handover(charger_id, holder.node_id, holder.last_seen or holder.last_beat)
 
     async def sweep_once(self) -> list[ChargerOffline]:
         now, grace = self._clock(), self.settings.offline_grace

@@ -30,6 +30,7 @@ from sqlalchemy.engine import Connection
 
 from csms import state
 from csms.context import CsmsContext
+from csms.nodes import Handover
 from csms.session import OcppSession
 from csms.tables import Charger
 from services.bus import record
@@ -77,8 +78,9 @@ class Presence:
         #: registry changes before this (minus the margin) are reflected in sessions' identities
         self._registry_checked = ctx.clock()
         #: run as a charger connects, before its connection is recorded: marks it offline
-        #: first if a dead node held it and its outage is due (:mod:`csms.nodes`)
-        self.before_takeover: Callable[[str], Awaitable[None]] | None = None
+        #: first if a dead node held it and its outage is due (:mod:`csms.nodes`); returns the
+        #: handover to record with the connection when another node held it online
+        self.before_takeover: Callable[[str], Awaitable[Handover | None]] | None = None
 
     @property
     def _grace(self) -> float:
@@ -162,10 +164,11 @@ class Presence:
             outage = _Pending(old.last_seen, 0.0, "heartbeat_timeout")
         elif pending is not None and pending.deadline <= time.monotonic():
             outage = pending
+        handover: Handover | None = None
         try:
             if self.before_takeover is not None:
                 try:
-                    await self.before_takeover(cid)
+                    handover = await self.before_takeover(cid)
                 except Exception:
                     log.exception("charger %s: sweeping its previous node failed", cid)
             if old is not None:
@@ -211,6 +214,8 @@ class Presence:
             last_seen=now,
             offline_since=None,
         )
+        if handover is not None:
+            handover.record(writes, now)
         came_online = cid not in self._online
         if came_online:
             self._online.add(cid)

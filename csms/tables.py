@@ -227,3 +227,22 @@ class CsmsNode(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_beat: Mapped[datetime] = mapped_column(UTCDateTime())
     stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class CsmsHandover(Base):
+    """A charger that connected to a node while another node's row still held it online
+    (``csms/nodes.py``). Whether it had an outage is known only once that node's fate is:
+    dead with its last beat more than the offline grace before ``taken_at``, the charger was
+    offline from ``since`` (its last message there) until ``taken_at``; alive after
+    ``taken_at``, it just moved. Settled (and deleted) by the dead-node sweep or the node's
+    restart; a row whose node beat after it is deleted unsettled."""
+
+    __tablename__ = "csms_handovers"
+
+    id: Mapped[int] = mapped_column(SeqId, primary_key=True, autoincrement=True)
+    charger_id: Mapped[str] = mapped_column(String(CHARGER_ID_LEN))
+    from_node: Mapped[str] = mapped_column(String(64))
+    since: Mapped[datetime] = mapped_column(UTCDateTime())
+    taken_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (Index("ix_csms_handovers_from_node", "from_node"),)

@@ -19,7 +19,7 @@ from sqlalchemy import func, insert, select, update
 from websockets.asyncio.client import ClientConnection, connect
 
 from csms import state
-from csms.nodes import NODE_LOST, NODES, NodeIdInUse, NodeLiveness, sweep
+from csms.nodes import HANDOVERS, NODE_LOST, NODES, NodeIdInUse, NodeLiveness, sweep
 from csms.tables import Charger
 from services.bus.outbox import OutboxBus
 from services.bus.staging import OUTBOX
@@ -176,8 +176,9 @@ async def test_dead_nodes_chargers_go_offline_once_unless_they_reconnected_elsew
     await register(db, held, moved, on_b)
     # Beats far apart: no node is taken for dead on its own during this test (a stalled CI
     # run once let B and C sweep A before the charger had reconnected to B, which is right
-    # but not this test's story). A's death is dated explicitly below.
-    slow = {"node_beat_interval": SLOW_BEAT}
+    # but not this test's story). A's death is dated explicitly below; the charger that
+    # moved is back well within the grace.
+    slow = {"node_beat_interval": SLOW_BEAT, "offline_grace": 5.0}
     async with (
         csms_node(database_url, "node-a", **slow) as a,
         csms_node(database_url, "node-b", **slow) as b,
@@ -195,16 +196,26 @@ async def test_dead_nodes_chargers_go_offline_once_unless_they_reconnected_elsew
         # sweep below: a killed node writes nothing later (a late last_seen once failed the
         # offline_since == last_seen check).
         await a.committer.flush()
-        await open_client(b, moved, opened)
-        # Time passes: A's last beat is older than the beat timeout and the grace.
+        # Its last beat was now; the charger that moved is back at once (within the grace).
         async with db.engine.begin() as conn:
             await conn.execute(
-                update(NODES)
-                .where(NODES.c.node_id == "node-a")
-                .values(last_beat=utcnow() - timedelta(hours=1))
+                update(NODES).where(NODES.c.node_id == "node-a").values(last_beat=utcnow())
+            )
+        await open_client(b, moved, opened)
+        # Time passes: A's last beat is older than the beat timeout and the grace; B and C
+        # beat on (dated to then).
+        later = utcnow() + timedelta(hours=1)
+        async with db.engine.begin() as conn:
+            await conn.execute(
+                update(NODES).where(NODES.c.node_id != "node-a").values(last_beat=later)
             )
         # Both survivors sweep at once; one of them marks the charger A still held.
-        swept = await asyncio.gather(b.csms.liveness.sweep_once(), c.csms.liveness.sweep_once())
+        sweepers = [_Sweeper(database_url, me) for me in ("node-b", "node-c")]
+        try:
+            swept = await asyncio.gather(*(s.run(later, grace=5.0) for s in sweepers))
+        finally:
+            for s in sweepers:
+                await s.close()
         assert [e.charger_id for events in swept for e in events] == [held]
 
         row = await live(db, held)
@@ -301,10 +312,12 @@ class _Sweeper:
         self.committer.start()
         self.bus = OutboxBus(self.committer)
 
-    async def run(self, now: datetime) -> list[Any]:
+    async def run(self, now: datetime, *, beat_timeout: float = 15, grace: float = 30) -> list[Any]:
         writes = WriteSet()
         writes.then(
-            lambda conn: sweep(conn, self.bus, me=self.me, now=now, beat_timeout=15, grace=30)
+            lambda conn: sweep(
+                conn, self.bus, me=self.me, now=now, beat_timeout=beat_timeout, grace=grace
+            )
         )
         (events,) = await self.committer.commit(writes)
         return list(events)
@@ -406,3 +419,114 @@ async def test_charger_back_on_another_node_after_its_dead_nodes_sweep_fell_due_
         assert f'"reason":"{NODE_LOST}"' in payload
         row = await live(db, cid)
         assert (row.online, row.node_id, row.offline_since) == (True, "node-b", None)
+
+
+async def _all_gone(node: Node, charger_ids: tuple[str, ...]) -> bool:
+    return all([await _gone(node, cid) for cid in charger_ids])
+
+
+async def _a_node_dies_and_its_last_beat_was(db: Database, node: Node, at: datetime) -> None:
+    """``node`` dies as if SIGKILLed (no beat, no presence, what it queued lands), its last
+    beat at ``at``."""
+    assert node.csms is not None
+    await node.csms.liveness.stop(mark_stopped=False)
+    await node.csms.presence.stop()
+    await node.committer.flush()
+    async with db.engine.begin() as conn:
+        await conn.execute(update(NODES).where(NODES.c.node_id == "node-a").values(last_beat=at))
+
+
+async def test_outage_longer_than_the_grace_is_recorded_when_the_node_is_found_dead_later(
+    db: Database, database_url: str, opened: list[Client]
+) -> None:
+    """Grace shorter than the beat timeout: A's chargers reconnect to B after the grace but
+    before anyone can know A is dead. Before, B just took them over and the sweep found
+    nothing left on A: the outage was lost. Now the sweep that finds A dead records it for
+    the charger that came back after the grace (offline since its last message on A), and
+    not for the one that came back within it."""
+    quick, late = "NP-QUICK", "NP-LATE-MOVE"
+    await register(db, quick, late)
+    grace = 4.0
+    # beat timeout 180 s: A is not known dead while the chargers reconnect
+    settings = {"node_beat_interval": SLOW_BEAT, "offline_grace": grace}
+    async with (
+        csms_node(database_url, "node-a", **settings) as a,
+        csms_node(database_url, "node-b", **settings) as b,
+    ):
+        assert b.csms is not None
+        first = [await open_client(a, cid, opened) for cid in (quick, late)]
+        # The chargers lose A (A writes their disconnects with their last messages), then A
+        # dies before its grace runs out for them.
+        for client in first:
+            await client.close()
+        await eventually(lambda: _all_gone(a, (quick, late)))
+        died = utcnow() - timedelta(seconds=1)
+        await _a_node_dies_and_its_last_beat_was(db, a, died)
+        seen = (await live(db, late)).last_seen
+        await open_client(b, quick, opened)  # 1 s after A's last beat: within the grace
+        while utcnow() <= died + timedelta(seconds=grace + 0.5):
+            await asyncio.sleep(0.1)
+        await open_client(b, late, opened)  # after the grace
+        for cid in (quick, late):
+            assert await connectivity(db, cid) == ["online", "online"]
+
+        # An hour later A is known dead; B beats on (its beat is dated to then).
+        later = utcnow() + timedelta(hours=1)
+        async with db.engine.begin() as conn:
+            await conn.execute(
+                update(NODES).where(NODES.c.node_id == "node-b").values(last_beat=later)
+            )
+        sweeper = _Sweeper(database_url, "node-c")
+        try:
+            found = await sweeper.run(later, grace=grace)
+        finally:
+            await sweeper.close()
+        assert [(e.charger_id, e.since, e.reason) for e in found] == [(late, seen, NODE_LOST)]
+        assert await connectivity(db, late) == ["online", "offline", "online"]
+        assert len(await offline_events(db, late)) == 1
+        assert await connectivity(db, quick) == ["online", "online"]
+        assert await offline_events(db, quick) == []
+        for cid in (quick, late):
+            row = await live(db, cid)
+            assert (row.online, row.node_id) == (True, "node-b")
+        # Settled: a later sweep records nothing twice.
+        again = _Sweeper(database_url, "node-c")
+        try:
+            assert await again.run(later + timedelta(seconds=1), grace=grace) == []
+        finally:
+            await again.close()
+        assert await connectivity(db, late) == ["online", "offline", "online"]
+        async with db.engine.connect() as conn:
+            left = (await conn.execute(select(func.count()).select_from(HANDOVERS))).scalar()
+        assert left == 0
+
+
+async def test_outage_is_recorded_when_the_dead_node_restarts_before_it_was_swept(
+    db: Database, database_url: str, opened: list[Client]
+) -> None:
+    """As above, but A restarts with its node id before any sweeper found it dead: its claim
+    decides the handovers of its previous life (the claim hides that life's end)."""
+    cid = "NP-RESTART"
+    await register(db, cid)
+    grace = 0.5
+    settings = {"node_beat_interval": SLOW_BEAT, "offline_grace": grace}
+    async with csms_node(database_url, "node-b", **settings) as b:
+        async with csms_node(database_url, "node-a", **settings) as a:
+            first = await open_client(a, cid, opened)
+            await _a_node_dies_and_its_last_beat_was(db, a, utcnow())
+            await first.close()
+        # Leaving the block stopped A cleanly: date its row back as a SIGKILL a minute ago.
+        async with db.engine.begin() as conn:
+            await conn.execute(
+                update(NODES)
+                .where(NODES.c.node_id == "node-a")
+                .values(last_beat=utcnow() - timedelta(seconds=60), stopped_at=None)
+            )
+        await open_client(b, cid, opened)
+        assert await connectivity(db, cid) == ["online", "online"]
+        async with csms_node(database_url, "node-a", **settings):
+            assert await connectivity(db, cid) == ["online", "offline", "online"]
+            [payload] = await offline_events(db, cid)
+            assert f'"reason":"{NODE_LOST}"' in payload
+            row = await live(db, cid)
+            assert (row.online, row.node_id) == (True, "node-b")
