@@ -44,7 +44,7 @@ from services.bus.command_call import COMMAND_GRACE_S
 from services.bus.contracts import Event
 from services.bus.nats_commands import CommandRoutes
 from services.bus.nats_consumer import DeliveryPolicy, DurableConsumer
-from services.bus.nats_lease import ConsumerLease
+from services.bus.nats_lease import Lease, lease_for
 from services.bus.nats_subjects import Subjects
 from services.bus.nats_url import NatsOptions
 from services.bus.relay import OutboxRelay, StagedEvent
@@ -240,14 +240,12 @@ class NatsBus(Bus):
         if self._js is not None:
             self._spawn(self._start_late(durable), f"bus:{consumer}:start")
 
-    def _lease(self, consumer: str) -> ConsumerLease | None:
-        """One process at a time consumes ``consumer`` (PostgreSQL: an advisory lock)."""
+    def _lease(self, consumer: str) -> Lease | None:
+        """One process at a time consumes ``consumer`` (PostgreSQL: an advisory lock; a
+        SQLite file: a file lock beside it)."""
         if self._committer is None:
             return None
-        engine = self._committer.engine
-        if engine.dialect.name != "postgresql":
-            return None
-        return ConsumerLease(engine, self.options.stream, consumer)
+        return lease_for(self._committer.engine, self.options.stream, consumer)
 
     async def _start_late(self, consumer: DurableConsumer) -> None:
         try:

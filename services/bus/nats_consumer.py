@@ -18,9 +18,10 @@ Decisions:
   slow handler causes no redelivery (which would also count as an attempt).
 - Stop: between events; the rest of a fetched batch is nak'ed so that another process
   takes it at once, rather than after ``ack_wait``.
-- One process at a time: with a :class:`~services.bus.nats_lease.ConsumerLease` (on
-  PostgreSQL) only its holder fetches, so events are applied in stream order across
-  replicas; the others wait to take over (see :mod:`services.bus.nats_lease`).
+- One process at a time: with a :class:`~services.bus.nats_lease.Lease` (PostgreSQL: an
+  advisory lock; SQLite: a file lock) only its holder fetches, so events are applied in
+  stream order across replicas; the others wait to take over (see
+  :mod:`services.bus.nats_lease`).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from nats.js.client import JetStreamContext
 
 from services.bus.base import EventHandler
 from services.bus.contracts import EVENT_TYPES, parse_event
-from services.bus.nats_lease import ConsumerLease
+from services.bus.nats_lease import Lease
 from services.bus.nats_subjects import Subjects, durable_name
 from services.observability import metrics
 from services.tasks import cancel_and_wait
@@ -77,7 +78,7 @@ class DurableConsumer:
         stream: str,
         policy: DeliveryPolicy,
         dead_letter: DeadLetterSink,
-        lease: ConsumerLease | None = None,
+        lease: Lease | None = None,
     ) -> None:
         self.name = name
         self.types = types

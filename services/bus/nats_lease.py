@@ -1,4 +1,4 @@
-"""Which process consumes a durable NATS consumer: one at a time, by a PostgreSQL lock.
+"""Which process consumes a durable NATS consumer: one at a time, by a lock in the database.
 
 JetStream hands the messages of a pull consumer shared by several processes to whichever
 asks first, so two ticketing replicas applied one charger's events in parallel, out of
@@ -14,19 +14,59 @@ with it) stops its consuming until it holds the lock again. A process taking ove
 waits ``ack_wait`` if its predecessor left messages unacknowledged, so that they are
 redelivered (JetStream delivers redeliveries first) before anything behind them.
 
-SQLite is one host with one writer: no lock (every process consumes, as before).
+PostgreSQL: a session-level advisory lock (:class:`ConsumerLease`). SQLite (the NATS bus
+with a SQLite file, every process on the host that holds the file): an exclusive ``flock``
+on a file beside the database (:class:`FileLease`); the kernel releases it when its holder
+dies. Decision: a lock rather than refusing that combination at start, because SQLite runs
+several processes on one file (WAL, busy timeout) and the processes of one database then
+are on one host by construction, where a file lock is as safe as the advisory lock; before
+it, every process consumed and one charger's events were applied out of order, as they
+were on PostgreSQL before its lock. An in-memory SQLite database is one process: no lock.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import logging
+import os
+from typing import Protocol
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 log = logging.getLogger(__name__)
+
+
+class Lease(Protocol):
+    """One process at a time holds it (see the module notes)."""
+
+    @property
+    def held(self) -> bool: ...
+
+    async def try_acquire(self) -> bool:
+        """Take the lock if nobody holds it; True when this process holds it."""
+        ...
+
+    async def still_held(self) -> bool:
+        """False once the lock was lost (and forgotten here)."""
+        ...
+
+    async def release(self) -> None: ...
+
+
+def lease_for(engine: AsyncEngine, stream: str, consumer: str) -> Lease | None:
+    """The lock that makes one process at a time consume ``consumer`` on this database."""
+    if engine.dialect.name == "postgresql":
+        return ConsumerLease(engine, stream, consumer)
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        return None
+    if database.startswith("file:") and "mode=memory" in database:
+        return None
+    key = lock_key(stream, consumer) & 0xFFFF_FFFF_FFFF_FFFF
+    return FileLease(f"{database}-consumer-{key:016x}.lock", consumer)
 
 
 def lock_key(stream: str, consumer: str) -> int:
@@ -94,3 +134,59 @@ class ConsumerLease:
 async def _close(conn: AsyncConnection) -> None:
     with contextlib.suppress(Exception):
         await conn.close()
+
+
+class FileLease:
+    """An exclusive ``flock`` on ``path`` (created if missing), held while the file is open.
+
+    ``flock`` locks belong to the open file, so two leases in one process exclude each
+    other too; the kernel drops the lock when the holder's process ends, however it ends."""
+
+    def __init__(self, path: str, consumer: str) -> None:
+        self.path = path
+        self._consumer = consumer
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    async def try_acquire(self) -> bool:
+        if self._fd is not None:
+            return True
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        log.info("bus consumer %s: this process consumes it now", self._consumer)
+        return True
+
+    async def still_held(self) -> bool:
+        """Held unless the lock file was removed or replaced meanwhile (another process would
+        then lock a new file under the same name)."""
+        fd = self._fd
+        if fd is None:
+            return False
+        try:
+            same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+        except OSError:
+            same = False
+        if not same:
+            log.warning(
+                "bus consumer %s: its lock file %s was removed or replaced",
+                self._consumer,
+                self.path,
+            )
+            await self.release()
+        return same
+
+    async def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # the lock goes with the last descriptor of the open file

@@ -46,6 +46,7 @@ from services.bus.contracts import (
     WorkOrderChanged,
 )
 from services.bus.nats import NatsBus, NotConnected
+from services.bus.nats_lease import ConsumerLease, FileLease, lease_for
 from services.bus.nats_subjects import Subjects, decode_token, durable_name, encode_token
 from services.bus.nats_url import NatsOptions, parse_nats_url
 from services.bus.relay import RELAY_CURSOR
@@ -447,13 +448,12 @@ async def test_two_processes_with_one_consumer_name_share_the_work(env: NatsEnv)
 async def test_one_process_at_a_time_consumes_so_a_chargers_events_keep_their_order(
     env: NatsEnv, db: Database
 ) -> None:
-    """Two processes with one consumer name on one PostgreSQL: while the first handles a
+    """Two processes with one consumer name on one database: while the first handles a
     charger's ChargerOffline, its ChargerOnline published behind it must not be applied
     first by the other process (ticketing's projection would end offline, a FaultCleared
     applied before its FaultRaised left the order open). Only the holder of the consumer's
-    lock fetches; when it stops, the other takes over."""
-    if db.engine.dialect.name != "postgresql":
-        pytest.skip("the consumer lock is PostgreSQL's (SQLite: one host, one writer)")
+    lock (PostgreSQL: an advisory lock; SQLite: a file lock beside the database) fetches;
+    when it stops, the other takes over."""
     committer = env.committer(db)
     went_offline = ChargerOffline(
         charger_id="CP-ORDER", received_at=AT, since=AT, reason="disconnected"
@@ -495,6 +495,33 @@ async def test_one_process_at_a_time_consumes_so_a_chargers_events_keep_their_or
     await buses["b" if holder == "a" else "a"].publish([later])
     await eventually(lambda: _flag(len(handled) == 3), attempts=400)
     assert handled[-1] == ("b" if holder == "a" else "a", later.event_id)
+
+
+async def test_the_consumer_lock_of_each_database(tmp_path: Path) -> None:
+    """PostgreSQL: the advisory lock; a SQLite file: a file lock beside it, exclusive even
+    between two leases of one process, lost if its file is replaced; in-memory SQLite (one
+    process): none."""
+    memory = create_async_engine("sqlite+aiosqlite://")
+    on_file = create_async_engine(f"sqlite+aiosqlite:///{tmp_path}/ops.db")
+    postgres = create_async_engine("postgresql+asyncpg://u@h/db")
+    try:
+        assert lease_for(memory, "S", "c") is None
+        assert isinstance(lease_for(postgres, "S", "c"), ConsumerLease)
+        first, second, other = (lease_for(on_file, "S", c) for c in ("c", "c", "d"))
+        assert isinstance(first, FileLease) and isinstance(second, FileLease)
+        assert isinstance(other, FileLease) and other.path != first.path
+        assert Path(first.path).parent == tmp_path
+        assert await first.try_acquire() and not await second.try_acquire()
+        assert await other.try_acquire()  # another consumer's lock
+        assert await first.still_held()
+        await first.release()
+        assert await second.try_acquire() and not await first.try_acquire()
+        Path(second.path).unlink()  # someone removed it: another process could lock anew
+        assert not await second.still_held() and not second.held
+        await other.release()
+    finally:
+        for engine in (memory, on_file, postgres):
+            await engine.dispose()
 
 
 async def test_a_consumers_backlog_is_reported_and_drains_to_zero(env: NatsEnv) -> None:
