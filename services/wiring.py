@@ -4,6 +4,7 @@ Start-up: migrate, open the database, start the group committer and the bus, bui
 and ticketing, serve OCPP and HTTP. Shutdown (SIGTERM/SIGINT): stop accepting, close
 charger sockets with 1001, let the committer flush, stop the bus, exit 0. A signal during
 start-up aborts it (a migration already running finishes), closes what was opened, exit 0.
+Repeated signals change nothing, also after the stop, until the process has exited.
 """
 
 from __future__ import annotations
@@ -304,4 +305,24 @@ def run(
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(serve(settings, role, stop_requested))
+    asyncio.run(_serve_to_the_end(settings, role, stop_requested))
+
+
+async def _serve_to_the_end(
+    settings: Settings, role: Role, stop_requested: threading.Event | None
+) -> None:
+    """:func:`serve`, then ignore SIGTERM and SIGINT for the rest of the process.
+
+    Closing the event loop gave the signals their default actions back: a second SIGTERM
+    arriving after the clean stop, while the loop closed and the interpreter exited, killed
+    the process with exit 143 (SIGINT: a KeyboardInterrupt traceback) although everything
+    had stopped. The work is done by then, so the loop's handlers are replaced by "ignore"
+    here, before the loop closes (which then has none to reset). Blocking the signals
+    instead would not do: libuv's own worker threads (uvloop) do not block them."""
+    try:
+        await serve(settings, role, stop_requested)
+    finally:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, signal.SIG_IGN)

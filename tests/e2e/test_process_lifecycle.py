@@ -535,3 +535,24 @@ async def test_sigterm_while_migrating_a_fresh_database_exits_0_and_leaves_it_us
     assert "Traceback" not in server.log()
     # The migration that was running finished (or never began): a restart comes up.
     await servers.start_ready(url)
+
+
+async def test_sigterm_again_and_again_while_stopping_still_exits_0(
+    database_url: str, servers: ServerPool
+) -> None:
+    """A supervisor repeating SIGTERM (or an impatient operator): the repeats change nothing,
+    also after the clean stop, while the event loop closes and the interpreter exits (closing
+    the loop gave SIGTERM its default action back, and a repeat there was exit 143)."""
+    server = await servers.start_ready(database_url)
+    server.terminate()
+
+    async def stopped() -> bool:
+        return "services.wiring stopped" in server.log() or server.proc.poll() is not None
+
+    await eventually(stopped, attempts=2000, delay=0.01)
+    while server.proc.poll() is None:  # a repeat every millisecond or so until it is gone
+        with contextlib.suppress(ProcessLookupError):
+            server.terminate()
+        await asyncio.sleep(0.001)
+    assert await server.wait_exit() == 0, server.log()
+    assert "Traceback" not in server.log()
