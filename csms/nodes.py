@@ -426,10 +426,13 @@ class NodeLiveness:
             claim(conn, self.node_id, now)
             return settled
 
+        # Known before the claim is awaited: a start cancelled meanwhile (SIGTERM during
+        # start-up) does not cancel the claim's write, and the stop that follows must mark
+        # this claim stopped, or the id would look held until the beat timeout.
+        self.started_at = now
         settled: list[ChargerOffline] = await self._run(take)
         if settled:
             metrics.CHARGER_STATE_CHANGES.labels("offline").inc(len(settled))
-        self.started_at = now
         self._last_ok = time.monotonic()
         self._loop.start()
 

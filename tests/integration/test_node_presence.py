@@ -530,3 +530,42 @@ async def test_outage_is_recorded_when_the_dead_node_restarts_before_it_was_swep
             assert f'"reason":"{NODE_LOST}"' in payload
             row = await live(db, cid)
             assert (row.online, row.node_id) == (True, "node-b")
+
+
+async def test_a_start_stopped_during_its_claim_leaves_the_id_free_at_once(
+    db: Database, database_url: str
+) -> None:
+    """SIGTERM during start-up cancels the node's start; if that happens while its claim of
+    the node id is being committed, the claim still lands. The stop that follows must mark
+    the id stopped, or the next start with that id (distributed mode) waits a whole beat
+    timeout for a holder that never lived, and other nodes take the id for alive."""
+    settings = make_settings(
+        database_url, node_id="node-z", node_beat_interval=SLOW_BEAT, bus_url="nats://h:4222"
+    )
+    sweeper = _Sweeper(database_url, "z")
+    claimed = asyncio.Event()
+    try:
+        first = NodeLiveness(settings, db, sweeper.committer, sweeper.bus, utcnow)
+        real_run = first._run
+
+        async def claim_then_hold(op: Any) -> Any:
+            result = await real_run(op)
+            claimed.set()
+            await asyncio.Event().wait()  # the cancellation comes here
+            return result
+
+        first._run = claim_then_hold  # type: ignore[method-assign]
+        starting = asyncio.create_task(first.start())
+        await claimed.wait()
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await starting
+        first._run = real_run  # type: ignore[method-assign]
+        await first.stop()
+        async with db.engine.connect() as conn:
+            stopped_at = (
+                await conn.execute(select(NODES.c.stopped_at).where(NODES.c.node_id == "node-z"))
+            ).scalar_one()
+        assert stopped_at is not None  # so the next start claims it at once
+    finally:
+        await sweeper.close()
