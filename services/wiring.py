@@ -213,7 +213,11 @@ async def serve(
     # starting together would race; they expect `chargeops migrate` to have run.
     migrate = role == "all"
     try:
-        if not migrate:
+        if not migrate or not settings.is_sqlite:
+            # Here, where a stop cancels it: the migration runs in a worker thread that a
+            # stop cannot end, and a database that does not answer kept this process
+            # waiting for the driver's connect timeout (60 s) after a SIGTERM. (A SQLite
+            # file is local: its directory is created by the migration.)
             await _unless_stopped(stop, check_reachable(settings.database_url))
         system = await _unless_stopped(stop, build_node(settings, role, migrate=migrate))
     except _StoppedDuringStartUp:

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import signal
+import socket
 import sqlite3
 import sys
 from collections import Counter
@@ -556,3 +557,37 @@ async def test_sigterm_again_and_again_while_stopping_still_exits_0(
         await asyncio.sleep(0.001)
     assert await server.wait_exit() == 0, server.log()
     assert "Traceback" not in server.log()
+
+
+async def test_sigterm_while_the_database_does_not_answer_at_start_exits_0_without_waiting_for_it(
+    servers: ServerPool,
+) -> None:
+    """A database that accepts the TCP connection and never answers (a host dropping
+    packets, a stuck proxy): the start-up waits for it; a SIGTERM then stops the process
+    at once. It used to log "stopped during start-up" and go on waiting for the migration's
+    connection attempt (the driver's 60 s timeout), so a supervisor killed it instead."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    port = silent.getsockname()[1]
+    accepted: list[socket.socket] = []
+    try:
+        server = servers.start(f"postgresql+asyncpg://chargeops@127.0.0.1:{port}/chargeops")
+
+        async def connected() -> bool:
+            server._alive_or_fail()
+            silent.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                accepted.append(silent.accept()[0])  # kept open, never answered
+            return bool(accepted)
+
+        await eventually(connected, attempts=1200)
+        server.terminate()
+        # The silent connections stay open: only the stop, not the driver's timeout, ends it.
+        assert await server.wait_exit() == 0, server.log()
+        assert "stopped during start-up" in server.log()
+        assert "Traceback" not in server.log()
+    finally:
+        for conn in accepted:
+            conn.close()
+        silent.close()
