@@ -25,7 +25,7 @@ from csms.session import OcppSession
 from csms.v16.handlers import V16Session
 from csms.v201.handlers import V201Session
 from services.observability import metrics
-from services.settings import ConfigError
+from services.settings import ConfigError, PortUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,22 @@ class OcppServer:
 
     async def start(self) -> None:
         s = self.ctx.settings
-        self._server = await serve(
+        try:
+            self._server = await self._listen()
+        except OSError as exc:
+            raise PortUnavailable.of("OCPP", s.ocpp_host, s.ocpp_port, exc) from None
+        sock = next(iter(self._server.sockets))
+        self.port = int(sock.getsockname()[1])
+        log.info(
+            "OCPP server listening on %s:%d (%s)",
+            s.ocpp_host,
+            self.port,
+            "wss" if self._ssl else "ws",
+        )
+
+    async def _listen(self) -> Server:
+        s = self.ctx.settings
+        return await serve(
             self._handle,
             s.ocpp_host,
             s.ocpp_port,
@@ -83,14 +98,6 @@ class OcppServer:
             compression=None,
             ssl=self._ssl,
             server_header="ChargeOps",
-        )
-        sock = next(iter(self._server.sockets))
-        self.port = int(sock.getsockname()[1])
-        log.info(
-            "OCPP server listening on %s:%d (%s)",
-            s.ocpp_host,
-            self.port,
-            "wss" if self._ssl else "ws",
         )
 
     async def stop_accepting(self) -> None:

@@ -1,8 +1,9 @@
 """The ``chargeops`` command.
 
-Exit status: 0 done; 1 failed (e.g. a ``UserError``, or the database or the bus cannot be reached:
-it may come up, so a supervisor may retry); 2 a bad setting or usage (retrying will not
-help). Both failures print one line per problem to stderr, never a traceback.
+Exit status: 0 done; 1 failed (e.g. a ``UserError``, the database or the bus cannot be reached,
+or a port to listen on is in use: it may come up or be freed, so a supervisor may retry); 2 a bad
+setting or usage (retrying will not help). Both failures print one line per problem to stderr,
+never a traceback.
 """
 
 from __future__ import annotations
@@ -16,7 +17,14 @@ import typer
 from pydantic import ValidationError
 
 from services import entry
-from services.settings import BusUnreachable, ConfigError, DatabaseUnreachable, Settings, problems
+from services.settings import (
+    BusUnreachable,
+    ConfigError,
+    DatabaseUnreachable,
+    PortUnavailable,
+    Settings,
+    problems,
+)
 
 # Decision: the rest is imported in the commands, so that `chargeops serve` starts quickly; the
 # stop signals are caught even earlier, by services.entry (the console script), before any import.
@@ -54,7 +62,7 @@ def _reported() -> Iterator[None]:
     except ConfigError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
-    except (DatabaseUnreachable, BusUnreachable) as exc:
+    except (DatabaseUnreachable, BusUnreachable, PortUnavailable) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
 

@@ -41,6 +41,21 @@ class BusUnreachable(Exception):
     message and exits 1 (it may come up: a supervisor may retry)."""
 
 
+class PortUnavailable(Exception):
+    """A port to listen on cannot be had (in use, or not allowed); ``chargeops`` prints the
+    message and exits 1 (its holder may be a process on its way out: a supervisor may
+    retry)."""
+
+    @classmethod
+    def of(cls, what: str, host: str, port: int, error: OSError) -> PortUnavailable:
+        """``what``: HTTP or OCPP, whose ``CHARGEOPS_<what>_HOST/PORT`` are named."""
+        reason = os.strerror(error.errno).lower() if error.errno else str(error)
+        return cls(
+            f"cannot listen for {what} on {host}:{port} (CHARGEOPS_{what}_HOST, "
+            f"CHARGEOPS_{what}_PORT): {reason}"
+        )
+
+
 def problems(error: ValidationError) -> list[str]:
     """One line per problem in ``error``, naming the environment variable; the values
     are left out (one may be a secret)."""

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import threading
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ from services.http_app import create_app
 from services.limits import raise_open_file_limit
 from services.migrations import upgrade_async
 from services.observability.logging import configure as configure_logging
-from services.settings import BusUnreachable, Settings
+from services.settings import BusUnreachable, PortUnavailable, Settings
 from services.tasks import PeriodicTask
 
 log = logging.getLogger(__name__)
@@ -224,15 +225,25 @@ async def serve(
         log.info("stopped during start-up")
         return
     try:
+        # Bound before anything starts: uvicorn, failing to bind, ends the process from
+        # inside its task (SystemExit 3), past every clean stop.
+        http_socket = _listen_http(settings)
+    except PortUnavailable:
+        await system.stop()
+        raise
+    try:
         await _unless_stopped(stop, system.start())
     except csms.bootstrap.NodeIdInUse as exc:
         log.error("%s", exc)
+        http_socket.close()
         await system.stop()
         raise SystemExit(2) from exc
-    except BusUnreachable:
+    except (BusUnreachable, PortUnavailable):
+        http_socket.close()
         await system.stop()
         raise
     except _StoppedDuringStartUp:
+        http_socket.close()
         await system.stop()
         log.info("stopped during start-up")
         return
@@ -251,7 +262,7 @@ async def serve(
             timeout_keep_alive=HTTP_KEEP_ALIVE,
         )
     )
-    http_task = asyncio.create_task(http.serve(), name="http")
+    http_task = asyncio.create_task(http.serve(sockets=[http_socket]), name="http")
     presence = system.csms.presence if system.csms is not None else None
     gc_policy = GcPolicy(lambda: len(presence.sessions) if presence is not None else 0)
     gc_policy.start()
@@ -278,6 +289,22 @@ async def serve(
 
 class _StoppedDuringStartUp(Exception):
     pass
+
+
+def _listen_http(settings: Settings) -> socket.socket:
+    """The HTTP server's socket, bound (uvicorn listens on it)."""
+    host, port = settings.http_host, settings.http_port
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise PortUnavailable.of("HTTP", host, port, exc) from None
+    return sock
 
 
 async def _unless_stopped(stop: asyncio.Event, step: Coroutine[Any, Any, T]) -> T:

@@ -4,6 +4,8 @@ and no password. The real console script runs as a subprocess."""
 
 from __future__ import annotations
 
+import socket
+import sqlite3
 import uuid
 from pathlib import Path
 
@@ -86,3 +88,41 @@ def test_an_unreachable_nats_is_one_line_exit_1(tmp_path: Path, command: str) ->
         output
     )
     assert "Connect call failed" in last or "refused" in last, last
+
+
+@pytest.mark.parametrize("which", ["http", "ocpp"])
+def test_a_port_in_use_is_one_line_exit_1_after_a_clean_stop(tmp_path: Path, which: str) -> None:
+    """The HTTP port in use made uvicorn end the process from inside its task (exit 3, a
+    traceback, after "up" was logged, nothing closed); the OCPP port in use was a traceback.
+    Now: one line naming the setting, exit 1 (the holder may be on its way out), and what
+    was started is stopped first (the node's row is marked stopped: a restart claims its id
+    at once); the HTTP port is bound before anything starts."""
+    database = tmp_path / "chargeops.db"
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        other = free_port()
+        ports = {"http_port": port, "ocpp_port": other}
+        if which == "ocpp":
+            ports = {"http_port": other, "ocpp_port": port}
+        code, output = chargeops(
+            tmp_path,
+            "serve",
+            f"sqlite+aiosqlite:///{database}",
+            http_host="127.0.0.1",
+            ocpp_host="127.0.0.1",
+            **{k: str(v) for k, v in ports.items()},
+        )
+    assert code == 1, output
+    assert "Traceback" not in output
+    variable = f"CHARGEOPS_{which.upper()}"
+    assert output.splitlines()[-1] == (
+        f"cannot listen for {which.upper()} on 127.0.0.1:{port} ({variable}_HOST, "
+        f"{variable}_PORT): address already in use"
+    ), output
+    assert " up: " not in output
+    with sqlite3.connect(database) as conn:
+        nodes = conn.execute("SELECT stopped_at IS NOT NULL FROM csms_nodes").fetchall()
+    # HTTP is bound before anything starts: no node claimed; OCPP: claimed, then stopped.
+    assert nodes == ([] if which == "http" else [(1,)])
