@@ -203,6 +203,25 @@ class Transaction(Base):
     __table_args__ = (Index("ix_transactions_charger_txid", "charger_id", "transaction_id"),)
 
 
+class RemoteStartGrant(Base):
+    """An id token an operator's remote start sent to a charger (``csms/remote_starts.py``):
+    accepted from that charger until ``expires_at`` and while ``transaction_id`` runs."""
+
+    __tablename__ = "remote_start_grants"
+
+    id: Mapped[int] = mapped_column(SeqId, primary_key=True, autoincrement=True)
+    charger_id: Mapped[str] = mapped_column(String(CHARGER_ID_LEN))
+    token: Mapped[str] = mapped_column(String(36))
+    #: the 2.0.1 idToken type sent; None for 1.6 (no types)
+    token_type: Mapped[str | None] = mapped_column(String(20))
+    granted_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    #: the transaction first started with it (None: none yet)
+    transaction_id: Mapped[str | None] = mapped_column(String(36))
+
+    __table_args__ = (Index("ix_remote_start_grants_charger_id", "charger_id"),)
+
+
 class MeterValue(Base):
     __tablename__ = "meter_values"
 

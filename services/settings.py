@@ -107,6 +107,8 @@ class Settings(BaseSettings):
 
     allow_unknown_chargers: bool = False
     authorize_accept_all: bool = False
+    #: seconds a remote start's id token is accepted from its charger (csms/remote_starts.py)
+    remote_start_window: float = Field(default=300.0, gt=0)
     auth_failures_per_minute: int = Field(default=10, ge=1)
 
     tls_cert: Path | None = None

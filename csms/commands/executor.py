@@ -34,6 +34,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy import select
 from websockets.protocol import State
 
+from csms import remote_starts
 from csms.commands import v16, v201
 from csms.commands.translation import CallContext, NotApplicable, Translator
 from csms.context import CsmsContext
@@ -48,6 +49,7 @@ from services.commands.contracts import (
     CommandRequest,
     DataTransferParams,
     Outcome,
+    RemoteStartParams,
     validate_params,
 )
 from services.commands.log import new_request_id
@@ -111,7 +113,32 @@ class CommandExecutor:
                 "refused",
                 detail=f"the OCPP {session.ocpp_version} schema refuses it: {exc.description}",
             )
+        if isinstance(params, RemoteStartParams):
+            return await self._remote_start(session, request, params, payload, wire)
         return await self._call(session, request, payload, wire)
+
+    async def _remote_start(
+        self,
+        session: OcppSession,
+        request: CommandRequest,
+        params: RemoteStartParams,
+        payload: Any,
+        wire: dict[str, Any],
+    ) -> CommandReply:
+        """The token is granted to the charger before the call leaves (the charger may
+        authorize it before it answers), and withdrawn unless the charger may have
+        accepted the start (``csms.remote_starts``)."""
+        token_type = params.id_token_type if session.ocpp_version == "2.0.1" else None
+        grant_id = await remote_starts.grant(
+            self.ctx, request.charger_id, params.id_token, token_type
+        )
+        reply = await self._call(session, request, payload, wire)
+        maybe_started = reply.status == "Accepted" or (
+            reply.sent_at is not None and reply.outcome in ("timeout", "offline")
+        )
+        if not maybe_started:
+            await remote_starts.withdraw(self.ctx, grant_id)
+        return reply
 
     def _payload(
         self, session: OcppSession, request: CommandRequest, params: BaseModel

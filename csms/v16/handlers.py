@@ -7,7 +7,7 @@ from typing import Any
 from ocpp.v16 import ChargePoint, call_result
 from ocpp.v16.enums import Action
 
-from csms import faults
+from csms import faults, remote_starts
 from csms.authorization import authorize
 from csms.protocol.routing import on
 from csms.protocol.timestamps import format_timestamp, parse_timestamp
@@ -192,7 +192,7 @@ class V16Session(OcppSession, ChargePoint):  # type: ignore[misc]
 
     @on(Action.authorize)
     async def on_authorize(self, id_tag: str, **_: Any) -> call_result.Authorize:
-        verdict = await authorize(self.ctx, id_tag)
+        verdict = await authorize(self.ctx, id_tag, charger_id=self.charger_id)
         return call_result.Authorize(
             id_tag_info=_id_tag_info(verdict.status, verdict.expires_at, verdict.group_id)
         )
@@ -201,7 +201,7 @@ class V16Session(OcppSession, ChargePoint):  # type: ignore[misc]
     async def on_start_transaction(
         self, connector_id: int, id_tag: str, meter_start: int, timestamp: str, **_: Any
     ) -> call_result.StartTransaction:
-        verdict = await authorize(self.ctx, id_tag)
+        verdict = await authorize(self.ctx, id_tag, charger_id=self.charger_id)
         transaction_id = await start_transaction_16(
             self,
             connector_id=connector_id,
@@ -209,6 +209,8 @@ class V16Session(OcppSession, ChargePoint):  # type: ignore[misc]
             meter_start=meter_start,
             timestamp=timestamp,
         )
+        if verdict.grant_id is not None:
+            remote_starts.bind(self, verdict.grant_id, str(transaction_id))
         return call_result.StartTransaction(
             transaction_id=transaction_id,
             id_tag_info=_id_tag_info(verdict.status, verdict.expires_at, verdict.group_id),
@@ -235,7 +237,7 @@ class V16Session(OcppSession, ChargePoint):  # type: ignore[misc]
         )
         if id_tag is None:
             return call_result.StopTransaction()
-        verdict = await authorize(self.ctx, id_tag)
+        verdict = await authorize(self.ctx, id_tag, charger_id=self.charger_id)
         return call_result.StopTransaction(
             id_tag_info=_id_tag_info(verdict.status, verdict.expires_at, verdict.group_id)
         )

@@ -7,7 +7,7 @@ from typing import Any
 from ocpp.v201 import ChargePoint, call_result
 from ocpp.v201.enums import Action
 
-from csms import faults, problems
+from csms import faults, problems, remote_starts
 from csms.authorization import authorize_201
 from csms.protocol.routing import on
 from csms.protocol.timestamps import format_timestamp, parse_timestamp
@@ -224,7 +224,7 @@ class V201Session(OcppSession, ChargePoint):  # type: ignore[misc]
 
     @on(Action.authorize)
     async def on_authorize(self, id_token: dict[str, Any], **_: Any) -> call_result.Authorize:
-        verdict = await authorize_201(self.ctx, id_token)
+        verdict = await authorize_201(self.ctx, id_token, self.charger_id)
         return call_result.Authorize(
             id_token_info=_id_token_info(verdict.status, verdict.expires_at, verdict.group_id)
         )
@@ -280,7 +280,9 @@ class V201Session(OcppSession, ChargePoint):  # type: ignore[misc]
             )
         if token is None:
             return call_result.TransactionEvent()
-        verdict = await authorize_201(self.ctx, token)
+        verdict = await authorize_201(self.ctx, token, self.charger_id)
+        if verdict.grant_id is not None:
+            remote_starts.bind(self, verdict.grant_id, transaction_id)
         return call_result.TransactionEvent(
             id_token_info=_id_token_info(verdict.status, verdict.expires_at, verdict.group_id)
         )

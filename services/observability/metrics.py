@@ -69,6 +69,12 @@ LATE_STATUS_REPORTS = Counter(
     "one (queued while offline): kept in the status history at their time, not applied",
     registry=REGISTRY,
 )
+REMOTE_START_AUTHORIZATIONS = Counter(
+    "chargeops_remote_start_authorizations_total",
+    "Id tokens the id-token table does not know, answered Accepted because an operator's "
+    "remote start sent them to that charger (csms/remote_starts.py)",
+    registry=REGISTRY,
+)
 CHARGER_STATE_CHANGES = Counter(
     "chargeops_charger_connectivity_changes_total",
     "Charger online/offline transitions",
