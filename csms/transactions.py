@@ -126,6 +126,30 @@ async def first_seen_201(
     return connector
 
 
+def record_token_201(session: OcppSession, *, transaction_id: str, id_token: str) -> None:
+    """The token a later event of a transaction carries is its token if it had none: a
+    transaction started before authorization (cable plugged in first: Started without an
+    idToken) is authorized by the token of a later Updated (triggerReason Authorized or
+    RemoteStart). A token the transaction already has is kept (the caller leaves out the
+    token of a stop, StopAuthorized, which need not be the one that started it).
+
+    Decision: only the transactions table records it; its TransactionStarted went out
+    without a token and contracts have no event for a token authorized later."""
+
+    def update(conn: Connection) -> None:
+        conn.execute(
+            TRANSACTIONS.update()
+            .where(
+                TRANSACTIONS.c.charger_id == session.charger_id,
+                TRANSACTIONS.c.transaction_id == transaction_id,
+                TRANSACTIONS.c.id_token.is_(None),
+            )
+            .values(id_token=id_token)
+        )
+
+    session.incoming.writes.then(update)
+
+
 def connector_ref(key: str) -> ConnectorRef:
     """The 2.0.1 connector a connector key names ("1/2": EVSE 1 connector 2, "1": EVSE 1)."""
     evse, _, connector = key.partition("/")

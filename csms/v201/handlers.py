@@ -12,7 +12,12 @@ from csms.authorization import authorize_201
 from csms.protocol.routing import on
 from csms.protocol.timestamps import format_timestamp, parse_timestamp
 from csms.session import BOOT_STATUS, OcppSession
-from csms.transactions import first_seen_201, start_transaction_201, stop_transaction
+from csms.transactions import (
+    first_seen_201,
+    record_token_201,
+    start_transaction_201,
+    stop_transaction,
+)
 from csms.v201.translate import availability_state, normalize_status, problem_report
 from services.bus.contracts import (
     ChargerBooted,
@@ -263,6 +268,8 @@ class V201Session(OcppSession, ChargePoint):  # type: ignore[misc]
             connector = await first_seen_201(
                 self, transaction_id=transaction_id, connector=given, id_token=id_token
             )
+            if id_token and kwargs.get("trigger_reason") != "StopAuthorized":
+                record_token_201(self, transaction_id=transaction_id, id_token=id_token)
         if samples:
             # A transaction's samples come in its TransactionEvents (2.0.1 has no
             # MeterValues with a transaction): they are MeterValuesReceived, as 1.6's are.

@@ -8,7 +8,9 @@ from __future__ import annotations
 from typing import Any
 
 from ocpp.v201 import call
+from sqlalchemy import select
 
+from csms.state import TRANSACTIONS
 from tests.conftest import Running, charge_point, charger_events, eventually, register
 
 CID = "CP-201-A"
@@ -313,3 +315,51 @@ async def test_same_second_faulted_reports_are_faults_and_a_retry_is_not(
         if e["type"] in ("FaultRaised", "FaultCleared")
     ]
     assert types == ["FaultRaised", "FaultCleared", "FaultRaised"]
+
+
+async def test_a_token_authorized_after_the_start_is_the_transactions(running: Running) -> None:
+    """Cable plugged in first: the Started event has no idToken; the driver's token comes
+    in a later Updated (triggerReason Authorized) and is the transaction's token; a later
+    stop by another token (StopAuthorized) does not replace it."""
+    await register(running.api, "CS-LATE-TOKEN")
+    r = await running.api.post("/api/v1/id-tokens", json={"token": "TAG-LATE"})
+    assert r.status_code == 201, r.text
+    async with charge_point(running, "CS-LATE-TOKEN", "2.0.1") as cp:
+        boot = await cp.call(
+            call.BootNotification(
+                charging_station={"model": "M2", "vendor_name": "VendorY"}, reason="PowerUp"
+            )
+        )
+        assert boot.status == "Accepted"
+        await cp.call(_transaction("Started", 0, "CablePluggedIn", 100.0, "2026-11-28T11:00:00Z"))
+        updated = await cp.call(
+            _transaction(
+                "Updated",
+                1,
+                "Authorized",
+                100.0,
+                "2026-11-28T11:00:30Z",
+                id_token={"id_token": "TAG-LATE", "type": "ISO14443"},
+            )
+        )
+        assert updated.id_token_info["status"] == "Accepted"
+        await cp.call(
+            _transaction(
+                "Ended",
+                2,
+                "StopAuthorized",
+                900.0,
+                "2026-11-28T12:00:00Z",
+                id_token={"id_token": "TAG-OTHER", "type": "ISO14443"},
+            )
+        )
+
+    async with running.system.db.engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                select(TRANSACTIONS.c.id_token, TRANSACTIONS.c.stopped_at).where(
+                    TRANSACTIONS.c.charger_id == "CS-LATE-TOKEN"
+                )
+            )
+        ).all()
+    assert [(row.id_token, row.stopped_at is not None) for row in rows] == [("TAG-LATE", True)]
