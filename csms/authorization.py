@@ -12,7 +12,7 @@ same characters read from an RFID card and typed as a PIN are two credentials), 
 stored token with a type matches a 2.0.1 token only of that type, and is unknown to any
 other. A token stored without a type matches any type; 1.6 idTags have no type and match
 a stored token whatever its type. (The API's default type was ISO14443 and no type was
-compared; migration 0017 makes those tokens typeless, so none is refused after it.)
+compared; migration 0012 makes those tokens typeless, so none is refused after it.)
 
 A token an operator's remote start sent to the charger asking is Accepted where the table
 does not know it (``csms.remote_starts``: that charger only, for a window and while the
