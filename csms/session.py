@@ -70,6 +70,15 @@ PROGRESS_OF: dict[FirmwareKind, CommandName] = {
     "diagnostics": "get-diagnostics",
     "log": "get-diagnostics",
 }
+#: the CALLs that start an operation reporting its progress in these kinds: once one has
+#: left, the next status of its kinds is the new operation's, even if it equals the last
+#: one (see :meth:`OcppSession.firmware_event`)
+STARTS_PROGRESS: dict[str, tuple[FirmwareKind, ...]] = {
+    "UpdateFirmware": ("firmware", "signed_firmware"),
+    "SignedUpdateFirmware": ("firmware", "signed_firmware"),
+    "GetDiagnostics": ("diagnostics",),
+    "GetLog": ("log",),
+}
 
 
 class NotSent(Exception):
@@ -123,6 +132,9 @@ BOOT_STATUS = {"accepted": "Accepted", "pending": "Pending", "rejected": "Reject
 FIRMWARE_KINDS: tuple[FirmwareKind, ...] = ("firmware", "signed_firmware")
 #: the requestId of a firmware status read back from ``charger_state`` (not kept there)
 UNKNOWN_REQUEST = -1
+#: the last status of a kind whose operation was just started: no status is a retry of it
+#: (kept by :meth:`OcppSession.load_state`, which may run after the command left)
+NO_STATUS_YET: tuple[int | None, str] = (UNKNOWN_REQUEST, "")
 
 #: A connector's current report stamped further ahead of the server's clock than this does
 #: not order later reports (see :meth:`OcppSession.late_report`).
@@ -216,7 +228,7 @@ class OcppSession:
             ).scalar_one_or_none()
         if firmware_status is not None:
             for kind in FIRMWARE_KINDS:
-                self.firmware_last[kind] = (UNKNOWN_REQUEST, firmware_status)
+                self.firmware_last.setdefault(kind, (UNKNOWN_REQUEST, firmware_status))
         for row in rows:
             self.connectors[row.connector_key] = ConnectorLive(
                 ConnectorRef(evse_id=row.evse_id, connector_id=row.connector_id),
@@ -503,6 +515,8 @@ class OcppSession:
             if wire is not None:
                 parsed[3] = wire
                 message = orjson.dumps(parsed).decode()
+            for kind in STARTS_PROGRESS.get(action, ()):
+                self.firmware_last[kind] = NO_STATUS_YET
             if action == "TriggerMessage":
                 requested = str(parsed[3].get("requestedMessage"))
                 self._triggered.add(TRIGGERED_ACTION.get(requested, requested))
@@ -844,7 +858,9 @@ class OcppSession:
         kind is no change and emits nothing (the command's progress skips it too). For
         firmware the last status is the charger's ``firmware_status``, so a retry after a
         reconnect is recognised (with any requestId: it is not kept); a log or
-        diagnostics status only on the same connection."""
+        diagnostics status only on the same connection. An update or upload command sent
+        to the charger ends that: the next status is the new operation's (a charger that
+        fails two updates alike reports the same status twice, without one before it)."""
         rx = self.incoming
         last = self.firmware_last.get(kind)
         if last is not None and last[1] == status and last[0] in (request_id, UNKNOWN_REQUEST):

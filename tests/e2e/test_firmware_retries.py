@@ -8,6 +8,7 @@ from ocpp.v16 import call as call16
 from ocpp.v201 import call as call201
 
 from tests.conftest import Running, charge_point, charger_events, register
+from tests.e2e.test_commands import Station16, Station201, record, send, statuses
 
 
 async def _statuses(running: Running, cid: str) -> list[tuple[str, str, int | None]]:
@@ -58,4 +59,50 @@ async def test_a_retried_201_firmware_status_is_one_event_per_request(running: R
         ("firmware", "DownloadFailed", 3),
         ("firmware", "Downloading", 4),
         ("log", "Uploading", 5),
+    ]
+
+
+async def test_a_new_16_update_failing_as_the_last_one_did_is_its_own_event(
+    running: Running,
+) -> None:
+    """A charger that cannot reach the firmware server reports DownloadFailed at once (no
+    Downloading first). The operator's second update fails the same way: that status is
+    the new update's, not a retry of the last one (its command sent in between)."""
+    cid = "CP-FW-AGAIN"
+    await register(running.api, cid)
+    async with charge_point(running, cid, "1.6", cp_class=Station16) as cp:
+        ids = []
+        for _ in range(2):
+            r = await send(running, cid, "update-firmware", {"location": "https://fw.example.com"})
+            assert r.status_code == 200, r.text
+            ids.append(r.json()["command_id"])
+            await cp.call(call16.FirmwareStatusNotification(status="DownloadFailed"))
+            await cp.call(call16.FirmwareStatusNotification(status="DownloadFailed"))  # retry
+
+    assert await _statuses(running, cid) == [("firmware", "DownloadFailed", None)] * 2
+    for command_id in ids:
+        assert statuses(await record(running, command_id)) == ["DownloadFailed"]
+
+
+async def test_a_new_201_update_after_a_reconnect_is_not_taken_for_a_retry(
+    running: Running,
+) -> None:
+    """The last firmware status is read back at a reconnect without its requestId; a new
+    update (new requestId) whose first status is that one is still its own event."""
+    cid = "CP-FW-AGAIN2"
+    await register(running.api, cid)
+    async with charge_point(running, cid, "2.0.1", cp_class=Station201) as cp:
+        r = await send(running, cid, "update-firmware", {"location": "https://fw.example.com"})
+        first = (await record(running, r.json()["command_id"]))["request_id"]
+        await cp.call(call201.FirmwareStatusNotification(status="DownloadFailed", request_id=first))
+    async with charge_point(running, cid, "2.0.1", cp_class=Station201) as cp:
+        r = await send(running, cid, "update-firmware", {"location": "https://fw.example.com"})
+        second = (await record(running, r.json()["command_id"]))["request_id"]
+        await cp.call(
+            call201.FirmwareStatusNotification(status="DownloadFailed", request_id=second)
+        )
+
+    assert await _statuses(running, cid) == [
+        ("firmware", "DownloadFailed", first),
+        ("firmware", "DownloadFailed", second),
     ]
