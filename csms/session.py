@@ -690,7 +690,11 @@ class OcppSession:
         a current report stamped more than :data:`CLOCK_AHEAD_LIMIT` ahead of the
         server's clock orders nothing (that clock was wrong, and may have been set right
         since), nor is a report stamped over :data:`LATE_LIMIT` before it late (a reset
-        clock): reports are then taken in arrival order."""
+        clock): reports are then taken in arrival order. Nor is a report stamped at or
+        after the server's receipt of the current one: a clock that ran ahead and was set
+        back (BootNotification answer, NTP) stamps the next change before the last report,
+        and it is current (a charger whose clock runs ahead may so have a report it queued
+        in the last seconds before the current one taken in arrival order)."""
         live = self.connectors.get(ref.key)
         if (
             live is None
@@ -698,6 +702,7 @@ class OcppSession:
             or live.charger_time is None
             or live.updated_at is None
             or charger_time >= live.charger_time
+            or charger_time >= live.updated_at
             or charger_time < live.charger_time - LATE_LIMIT
         ):
             return False

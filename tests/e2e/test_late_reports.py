@@ -206,3 +206,31 @@ async def test_a_report_from_a_reset_clock_is_current(system_factory: SystemFact
                 ("faulted", _server(5)),
             ]
             assert len(await charger_events(running, "CP-RESET", "FaultRaised")) == 1
+
+
+async def test_a_report_after_the_clock_was_set_back_is_current(
+    system_factory: SystemFactory,
+) -> None:
+    """A charger whose clock ran 40 s ahead (within the minute that still orders) has it
+    set right (its BootNotification answer, or NTP): a change it reports within those 40 s
+    is stamped before its last report, yet after csms received that one. It is the
+    current state, not a queued report: before, the connector stayed Available, live and
+    in the history's open interval, and the fault was raised for nothing."""
+    async with system_factory(heartbeat_interval=3600, offline_grace=5) as running:
+        await cancel_and_wait(running.system.csms.presence._task)
+        clocks = Clocks(running)
+        await register(running.api, "CP-SETBACK")
+        async with charge_point(running, "CP-SETBACK") as cp:
+            clocks.at(0)
+            ahead = format_timestamp(START + timedelta(seconds=40))
+            await cp.call(_sn16("Available", "NoError", ahead))
+            clocks.at(0.25)  # 15 s later, by a clock set right
+            await cp.call(_sn16("Faulted", "GroundFailure", format_timestamp(clocks.now)))
+
+            assert (await _connector(running, "CP-SETBACK"))["status"] == "faulted"
+            history = await _connector_history(running, "CP-SETBACK")
+            assert [(h["status"], datetime.fromisoformat(h["started_at"])) for h in history] == [
+                ("available", _server(0)),
+                ("faulted", _server(0.25)),
+            ]
+            assert len(await charger_events(running, "CP-SETBACK", "FaultRaised")) == 1
