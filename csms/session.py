@@ -711,10 +711,9 @@ class OcppSession:
             return False
         writes = self.incoming.writes
         started_at = charger_time + offset
-        after = await self._history_from(ref.key, started_at)
-        if (started_at, raw_status, error_code, charger_time) in after:
-            return True  # a retry of a late report already recorded
-        if not any(row[0] > started_at for row in after):
+        if await self._recorded(ref.key, raw_status, error_code, charger_time):
+            return True  # a retry of a report already recorded (see _recorded)
+        if not await self._history_after(ref.key, started_at):
             state.history(
                 writes,
                 self.charger_id,
@@ -749,32 +748,47 @@ class OcppSession:
         )
         return True
 
-    async def _history_from(
-        self, connector_key: str, at: datetime
-    ) -> list[tuple[datetime, str | None, str | None, datetime | None]]:
-        """The connector's first status-history rows starting at ``at`` or later: (start,
-        raw status, error code, charger time)."""
+    async def _history_after(self, connector_key: str, at: datetime) -> bool:
+        """Whether the connector's status history has a row starting after ``at``."""
         table = state.STATUS_HISTORY
+        query = (
+            select(table.c.id)
+            .where(
+                table.c.charger_id == self.charger_id,
+                table.c.kind == state.CONNECTOR,
+                table.c.connector_key == connector_key,
+                table.c.started_at > at,
+            )
+            .limit(1)
+        )
         async with self.ctx.db.engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    select(
-                        table.c.started_at,
-                        table.c.raw_status,
-                        table.c.error_code,
-                        table.c.charger_time,
-                    )
-                    .where(
-                        table.c.charger_id == self.charger_id,
-                        table.c.kind == state.CONNECTOR,
-                        table.c.connector_key == connector_key,
-                        table.c.started_at >= at,
-                    )
-                    .order_by(table.c.started_at, table.c.id)
-                    .limit(10)
-                )
-            ).all()
-        return [(r.started_at, r.raw_status, r.error_code, r.charger_time) for r in rows]
+            return (await conn.execute(query)).first() is not None
+
+    async def _recorded(
+        self, connector_key: str, raw_status: str, error_code: str | None, charger_time: datetime
+    ) -> bool:
+        """Whether the connector's history has a row of this report (status, error code and
+        charger time): the charger sent it again, its answer lost. Decision: by content,
+        not by start, which depends on the current report's clock offset (a report of
+        another connection, or one received after it, when the answer was lost with the
+        connection); two reports alike in one charger-clock second are one interval."""
+        table = state.STATUS_HISTORY
+        query = (
+            select(table.c.id)
+            .where(
+                table.c.charger_id == self.charger_id,
+                table.c.kind == state.CONNECTOR,
+                table.c.connector_key == connector_key,
+                table.c.charger_time == charger_time,
+                table.c.raw_status == raw_status,
+                table.c.error_code.is_(None)
+                if error_code is None
+                else table.c.error_code == error_code,
+            )
+            .limit(1)
+        )
+        async with self.ctx.db.engine.connect() as conn:
+            return (await conn.execute(query)).first() is not None
 
     def _restore_connector(self, key: str, previous: ConnectorLive | None) -> None:
         if previous is None:

@@ -234,3 +234,62 @@ async def test_a_report_after_the_clock_was_set_back_is_current(
                 ("faulted", _server(0.25)),
             ]
             assert len(await charger_events(running, "CP-SETBACK", "FaultRaised")) == 1
+
+
+async def test_a_late_report_retried_on_a_new_connection_is_recorded_once(
+    system_factory: SystemFactory,
+) -> None:
+    """The answer to a late report is lost with the connection; on the new one the charger
+    reports its current state (stamped a second later than csms's clock says: clock
+    resolution, latency), then sends the late report again. It is the interval already
+    recorded, not a second one a second apart."""
+    async with system_factory(heartbeat_interval=3600, offline_grace=5) as running:
+        await cancel_and_wait(running.system.csms.presence._task)
+        clocks = Clocks(running)
+        await register(running.api, "CP-LATE-RETRY")
+        async with charge_point(running, "CP-LATE-RETRY") as cp:
+            await cp.call(_sn16("Available", "NoError", clocks.at(0)))
+            await cp.call(_sn16("Available", "NoError", clocks.at(30)))
+            clocks.at(30.1)
+            await cp.call(_sn16("Faulted", "GroundFailure", clocks.charger(13)))
+        async with charge_point(running, "CP-LATE-RETRY") as cp:
+            clocks.at(31)
+            await cp.call(_sn16("Available", "NoError", clocks.charger(31 - 1 / 60)))
+            clocks.at(31.1)
+            await cp.call(_sn16("Faulted", "GroundFailure", clocks.charger(13)))
+
+            history = await _connector_history(running, "CP-LATE-RETRY")
+            assert [(h["status"], datetime.fromisoformat(h["started_at"])) for h in history] == [
+                ("available", _server(0)),
+                ("faulted", _server(13)),
+                ("available", _server(30)),
+            ]
+
+
+async def test_a_report_retried_after_a_newer_one_is_recorded_once(
+    system_factory: SystemFactory,
+) -> None:
+    """After a reconnect the charger flushes a queued fault (applied: nothing newer was
+    known), loses its answer with the connection, reports its current state on the new
+    one and then sends the fault again: the fault is recorded already."""
+    async with system_factory(heartbeat_interval=3600, offline_grace=5) as running:
+        await cancel_and_wait(running.system.csms.presence._task)
+        clocks = Clocks(running)
+        await register(running.api, "CP-RETRY-AFTER")
+        async with charge_point(running, "CP-RETRY-AFTER") as cp:
+            await cp.call(_sn16("Available", "NoError", clocks.at(0)))
+        async with charge_point(running, "CP-RETRY-AFTER") as cp:
+            clocks.at(30)
+            await cp.call(_sn16("Faulted", "GroundFailure", clocks.charger(13)))
+        async with charge_point(running, "CP-RETRY-AFTER") as cp:
+            await cp.call(_sn16("Available", "NoError", clocks.at(31)))
+            clocks.at(31.1)
+            await cp.call(_sn16("Faulted", "GroundFailure", clocks.charger(13)))
+
+            assert (await _connector(running, "CP-RETRY-AFTER"))["status"] == "available"
+            history = await _connector_history(running, "CP-RETRY-AFTER")
+            assert [(h["status"], datetime.fromisoformat(h["started_at"])) for h in history] == [
+                ("available", _server(0)),
+                ("faulted", _server(30)),
+                ("available", _server(31)),
+            ]
