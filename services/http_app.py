@@ -75,7 +75,11 @@ def create_app(
 
     @app.get("/readyz", tags=["operations"], response_model=None, responses=problem_responses(503))
     async def readyz(request: Request) -> Response | dict[str, str]:
-        """Readiness: the database and the bus answer."""
+        """Readiness: the database and the bus answer, and the process is not stopping."""
+        if getattr(request.app.state, "stopping", False):
+            return problem_response(
+                request, 503, "Not ready", "the process is stopping", checks={"process": "stopping"}
+            )
         checks: dict[str, str] = {}
         for name, probe in (("database", db.ping), ("bus", bus.ping)):
             try:

@@ -85,6 +85,12 @@ class Node:
             await self.csms.start()
 
     async def stop(self) -> None:
+        """Stop everything; a second call (or one during the first) does nothing."""
+        if getattr(self.app.state, "stopping", False):
+            return
+        # /readyz answers 503 from the first moment of the stop, so that a load balancer or
+        # Kubernetes takes this process out of rotation while it closes sockets and flushes.
+        self.app.state.stopping = True
         if self.event_retention is not None:
             await self.event_retention.stop()
         if self.csms is not None:

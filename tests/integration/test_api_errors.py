@@ -3,6 +3,7 @@ must not reach the database (out-of-range ids, offsets and cursors, naive dateti
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -203,3 +204,30 @@ async def test_readyz_names_the_failing_dependency_without_its_driver_message(
     body = r.json()
     assert body["checks"] == {"database": "unavailable (OSError)", "bus": "ok"}
     assert "secret_name" not in r.text
+
+
+async def test_readyz_answers_503_as_soon_as_the_process_starts_stopping(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the stop closes chargers' sockets and flushes, a load balancer must see the
+    process as not ready (it used to answer 200 until HTTP itself stopped)."""
+    assert (await running.api.get("/readyz")).status_code == 200
+    csms_runtime = running.system.csms
+    assert csms_runtime is not None
+    closing, release = asyncio.Event(), asyncio.Event()
+    stop_accepting = csms_runtime.stop_accepting
+
+    async def held() -> None:
+        closing.set()
+        await release.wait()
+        await stop_accepting()
+
+    monkeypatch.setattr(csms_runtime, "stop_accepting", held)
+    stopping = asyncio.create_task(running.system.stop())
+    await closing.wait()
+    r = await running.api.get("/readyz")
+    release.set()
+    await stopping
+    assert r.status_code == 503
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert r.json()["checks"] == {"process": "stopping"}
