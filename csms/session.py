@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 
 import orjson
 from ocpp.messages import Call
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
@@ -750,19 +750,7 @@ class OcppSession:
 
     async def _history_after(self, connector_key: str, at: datetime) -> bool:
         """Whether the connector's status history has a row starting after ``at``."""
-        table = state.STATUS_HISTORY
-        query = (
-            select(table.c.id)
-            .where(
-                table.c.charger_id == self.charger_id,
-                table.c.kind == state.CONNECTOR,
-                table.c.connector_key == connector_key,
-                table.c.started_at > at,
-            )
-            .limit(1)
-        )
-        async with self.ctx.db.engine.connect() as conn:
-            return (await conn.execute(query)).first() is not None
+        return await self._history_has(connector_key, state.STATUS_HISTORY.c.started_at > at)
 
     async def _recorded(
         self, connector_key: str, raw_status: str, error_code: str | None, charger_time: datetime
@@ -773,17 +761,25 @@ class OcppSession:
         another connection, or one received after it, when the answer was lost with the
         connection); two reports alike in one charger-clock second are one interval."""
         table = state.STATUS_HISTORY
+        return await self._history_has(
+            connector_key,
+            table.c.charger_time == charger_time,
+            table.c.raw_status == raw_status,
+            table.c.error_code.is_(None)
+            if error_code is None
+            else table.c.error_code == error_code,
+        )
+
+    async def _history_has(self, connector_key: str, *conditions: ColumnElement[bool]) -> bool:
+        """Whether the connector's status history has a row meeting ``conditions``."""
+        table = state.STATUS_HISTORY
         query = (
             select(table.c.id)
             .where(
                 table.c.charger_id == self.charger_id,
                 table.c.kind == state.CONNECTOR,
                 table.c.connector_key == connector_key,
-                table.c.charger_time == charger_time,
-                table.c.raw_status == raw_status,
-                table.c.error_code.is_(None)
-                if error_code is None
-                else table.c.error_code == error_code,
+                *conditions,
             )
             .limit(1)
         )
