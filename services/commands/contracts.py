@@ -255,7 +255,11 @@ class DataTransferParams(_Params):
     @field_validator("data")
     @classmethod
     def _bounded(cls, data: JsonValue) -> JsonValue:
-        if len(orjson.dumps(data)) > DATA_TRANSFER_MAX_BYTES:
+        try:
+            encoded = orjson.dumps(data)
+        except orjson.JSONEncodeError as exc:  # integers past 64 bits, nesting past 254
+            raise ValueError(f"cannot be sent to a charger: {exc}") from None
+        if len(encoded) > DATA_TRANSFER_MAX_BYTES:
             raise ValueError(f"at most {DATA_TRANSFER_MAX_BYTES} bytes of JSON")
         return data
 
