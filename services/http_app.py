@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services import users_api
@@ -16,6 +16,7 @@ from services.commands.access import deny_all
 from services.commands.contracts import CommandAuthorizer, CommandOrderCheck
 from services.committer import GroupCommitter
 from services.db import Database
+from services.nul_input import refuse_nul
 from services.observability.metrics import REGISTRY
 from services.problems import install as install_problems
 from services.problems import problem_response, problem_responses
@@ -63,10 +64,11 @@ def create_app(
     app.state.command_order_check = command_order_check
     app.state.charger_known = charger_known
     install_problems(app, authenticate=authenticate_invalid)
+    input_checks = [Depends(refuse_nul)]  # PostgreSQL cannot store NUL (services.nul_input)
     if api:  # a csms node serves only /healthz, /readyz and /metrics
-        app.include_router(users_api.router, responses=API_PROBLEMS)
+        app.include_router(users_api.router, responses=API_PROBLEMS, dependencies=input_checks)
     for router in routers:
-        app.include_router(router, responses=API_PROBLEMS)
+        app.include_router(router, responses=API_PROBLEMS, dependencies=input_checks)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:

@@ -231,3 +231,55 @@ async def test_readyz_answers_503_as_soon_as_the_process_starts_stopping(
     assert r.status_code == 503
     assert r.headers["content-type"].startswith("application/problem+json")
     assert r.json()["checks"] == {"process": "stopping"}
+
+
+# ------------------------------------------------------------------ NUL characters
+@pytest.mark.parametrize(
+    ("method", "url", "body", "loc"),
+    [
+        ("GET", "/api/v1/chargers/CP%00X", None, ["path", "charger_id"]),
+        ("GET", "/api/v1/id-tokens/TAG%00", None, ["path", "token"]),
+        ("GET", "/api/v1/users/a%00", None, ["path", "name"]),
+        ("GET", "/api/v1/work-orders?charger_id=CP%00", None, ["query", "charger_id"]),
+        ("GET", f"/api/v1/chargers/{CP}/messages?action=Boot%00", None, ["query", "action"]),
+        ("PATCH", f"/api/v1/chargers/{CP}", {"notes": "a\x00b"}, ["body", "notes"]),
+        ("POST", "/api/v1/id-tokens", {"token": "TAG9", "group_id": "g\x00"}, ["body", "group_id"]),
+        ("POST", "/api/v1/teams", {"name": "night\x00shift"}, ["body", "name"]),
+        ("POST", "/api/v1/technicians", {"slug": "t1", "name": "\x00"}, ["body", "name"]),
+        ("POST", "/api/v1/work-orders/1/comments", {"text": "a\x00b"}, ["body", "text"]),
+        (
+            "POST",
+            f"/api/v1/chargers/{CP}/commands/data-transfer",
+            {"vendor_id": "v", "data": {"k": ["x", "\x00"]}},
+            ["body", "data", "k", 1],
+        ),
+    ],
+)
+async def test_nul_in_any_input_is_a_422_problem_naming_it(
+    running: Running, method: str, url: str, body: dict[str, Any] | None, loc: list[Any]
+) -> None:
+    """PostgreSQL cannot store NUL in text (it was a driver error answered as a 500 there,
+    and stored as sent by SQLite): both refuse it and name where it was."""
+    await register(running.api, CP, notes="kept")
+    r = await running.api.request(method, url, json=body)
+    problem = assert_problem(r, 422)
+    assert {
+        "loc": loc,
+        "msg": "must not contain NUL characters (U+0000)",
+        "type": "string_nul",
+    } in (problem["errors"]), problem
+    # nothing changed
+    assert (await running.api.get(f"/api/v1/chargers/{CP}")).json()["notes"] == "kept"
+
+
+async def test_nul_is_refused_only_where_it_is(running: Running) -> None:
+    """An escaped backslash before u0000 is text, not a NUL; a NUL from an anonymous caller
+    is its 401 first."""
+    await register(running.api, CP)
+    r = await running.api.patch(f"/api/v1/chargers/{CP}", json={"notes": "C:\\u0000"})
+    assert r.status_code == 200, r.text
+    assert r.json()["notes"] == "C:\\u0000"
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=running.system.app), base_url="http://chargeops.test"
+    ) as anonymous:
+        assert_problem(await anonymous.get("/api/v1/chargers/CP%00X"), 401)
