@@ -283,3 +283,24 @@ async def test_nul_is_refused_only_where_it_is(running: Running) -> None:
         transport=httpx.ASGITransport(app=running.system.app), base_url="http://chargeops.test"
     ) as anonymous:
         assert_problem(await anonymous.get("/api/v1/chargers/CP%00X"), 401)
+
+
+# ------------------------------------------------------------------ null in PATCH
+@pytest.mark.parametrize(
+    ("url", "field"),
+    [
+        ("/api/v1/teams/1", "name"),
+        ("/api/v1/teams/1", "contract_type"),
+        ("/api/v1/sites/s1", "timezone"),
+        ("/api/v1/technicians/1", "on_duty"),
+        ("/api/v1/webhooks/1", "events"),
+    ],
+)
+async def test_null_for_a_field_that_may_not_be_null_names_the_field(
+    running: Running, url: str, field: str
+) -> None:
+    """The 422 said only 'invalid fields: body' (the check was a model validator)."""
+    r = await running.api.patch(url, json={field: None})
+    problem = assert_problem(r, 422)
+    assert problem["detail"] == f"invalid fields: body.{field}", problem
+    assert "may not be null" in problem["errors"][0]["msg"]

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from typing import Any
 
-from pydantic import BaseModel
+from pydantic import field_validator
 
 
-def refuse_nulls(body: BaseModel, required: Iterable[str]) -> None:
-    """Raise ``ValueError`` naming every field of ``required`` sent as null."""
-    nulls = [f for f in required if f in body.model_fields_set and getattr(body, f) is None]
-    if nulls:
-        raise ValueError(f"may not be null: {', '.join(nulls)}")
+def _not_null(value: object) -> object:
+    if value is None:
+        raise ValueError("may not be null")
+    return value
+
+
+def refuse_nulls(*fields: str) -> Any:
+    """A field validator refusing null for each of ``fields`` when it is sent (a field left
+    out is not validated, so it keeps its value): the 422 names the field, as ``body.name``.
+
+    Decision: a field validator, not a model validator, because a model validator's error
+    has no field and was answered as 'invalid fields: body'."""
+    return field_validator(*fields)(_not_null)

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import APIRouter, Path, Query, Request, Response
-from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
 
 from services.api_auth import AdminOrDispatcher, AnyRole
 from services.api_params import Offset
@@ -67,10 +67,7 @@ class SitePatch(BaseModel):
     timezone: TimeZone | None = None
     address: Address | None = None
 
-    @model_validator(mode="after")
-    def _no_null_for_required(self) -> SitePatch:
-        refuse_nulls(self, ("name", "timezone"))
-        return self
+    _no_null_for_required = refuse_nulls("name", "timezone")
 
 
 class SiteOut(BaseModel):

@@ -8,7 +8,7 @@ from functools import partial
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, ConfigDict, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from services.api_auth import AdminOrDispatcher, AnyRole
 from services.api_params import SmallId
@@ -41,10 +41,7 @@ class TeamPatch(BaseModel):
     contract_type: ContractType | None = None
     escalation_contact: Contact | None = None
 
-    @model_validator(mode="after")
-    def _no_null_for_required(self) -> TeamPatch:
-        refuse_nulls(self, ("name", "contract_type"))
-        return self
+    _no_null_for_required = refuse_nulls("name", "contract_type")
 
 
 class TeamOut(BaseModel):

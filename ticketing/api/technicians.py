@@ -18,7 +18,6 @@ from pydantic import (
     Field,
     StringConstraints,
     field_validator,
-    model_validator,
 )
 
 from services.api_auth import AdminOrDispatcher, AnyRole
@@ -81,10 +80,7 @@ class TechnicianPatch(BaseModel):
 
     _dedupe = field_validator("skills", "regions", "sites")(_unique)
 
-    @model_validator(mode="after")
-    def _no_null_for_required(self) -> TechnicianPatch:
-        refuse_nulls(self, NOT_NULL)
-        return self
+    _no_null_for_required = refuse_nulls(*NOT_NULL)
 
 
 class TechnicianOut(BaseModel):

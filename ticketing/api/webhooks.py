@@ -12,13 +12,14 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from services.api_auth import Principal, require_role
 from services.api_params import BigId, SmallId
 from services.db import Database
 from ticketing.api import app_state
+from ticketing.api.patches import refuse_nulls
 from ticketing.tx import NotFound
 from ticketing.webhooks import registry
 from ticketing.webhooks.outbox import DELIVERIES, WEBHOOKS, OrderEventType
@@ -76,12 +77,7 @@ class WebhookUpdate(BaseModel):
     description: Description | None = None
     enabled: bool | None = None
 
-    @model_validator(mode="after")
-    def _no_null_required(self) -> WebhookUpdate:
-        for name in ("url", "events", "enabled"):
-            if name in self.model_fields_set and getattr(self, name) is None:
-                raise ValueError(f"{name} cannot be null")
-        return self
+    _no_null_required = refuse_nulls("url", "events", "enabled")
 
 
 class WebhookOut(BaseModel):
