@@ -113,6 +113,19 @@ def _invalid_detail(errors: list[Any]) -> str:
     return "invalid fields: " + ", ".join(fields)
 
 
+def _unreadable_json(exc: StarletteHTTPException) -> str:
+    """The detail for a JSON body FastAPI could not decode other than by a syntax error
+    (its 400 'There was an error parsing the body', which also came before the 401)."""
+    cause = exc.__cause__
+    if exc.status_code != 400:
+        return ""
+    if isinstance(cause, UnicodeDecodeError):
+        return f"the request body is not valid JSON (not UTF-8 at position {cause.start})"
+    if isinstance(cause, RecursionError):
+        return "the request body is not valid JSON (nested too deeply)"
+    return ""
+
+
 #: the methods a 405's Allow may list
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
@@ -186,6 +199,14 @@ def install(
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        unreadable = _unreadable_json(exc)
+        if unreadable:  # as a body that is not JSON: the route's 401/403 first, then 422
+            if authenticate is not None:
+                try:
+                    await authenticate(request)
+                except Problem as refused:
+                    return _answer(request, refused)
+            return problem_response(request, 422, "Request validation failed", unreadable)
         title = {
             401: "Unauthorized",
             403: "Forbidden",

@@ -304,3 +304,28 @@ async def test_null_for_a_field_that_may_not_be_null_names_the_field(
     problem = assert_problem(r, 422)
     assert problem["detail"] == f"invalid fields: body.{field}", problem
     assert "may not be null" in problem["errors"][0]["msg"]
+
+
+# ------------------------------------------------------------------ undecodable JSON
+@pytest.mark.parametrize(
+    ("content", "detail"),
+    [
+        (b'{"notes": "\xff"}', "the request body is not valid JSON (not UTF-8 at position 11)"),
+        (b'{"notes": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "(nested too deeply)"),
+    ],
+)
+async def test_json_body_that_cannot_be_decoded_is_422_saying_so_after_the_401(
+    running: Running, content: bytes, detail: str
+) -> None:
+    """FastAPI answered these 400 'There was an error parsing the body', to anyone."""
+    await register(running.api, CP, notes="kept")
+    headers = {"content-type": "application/json"}
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=running.system.app), base_url="http://chargeops.test"
+    ) as anonymous:
+        r = await anonymous.patch(f"/api/v1/chargers/{CP}", content=content, headers=headers)
+        assert_problem(r, 401)
+    r = await running.api.patch(f"/api/v1/chargers/{CP}", content=content, headers=headers)
+    problem = assert_problem(r, 422)
+    assert problem["detail"].endswith(detail), problem
+    assert (await running.api.get(f"/api/v1/chargers/{CP}")).json()["notes"] == "kept"
