@@ -329,3 +329,26 @@ async def test_json_body_that_cannot_be_decoded_is_422_saying_so_after_the_401(
     problem = assert_problem(r, 422)
     assert problem["detail"].endswith(detail), problem
     assert (await running.api.get(f"/api/v1/chargers/{CP}")).json()["notes"] == "kept"
+
+
+# ------------------------------------------------------------------ whitespace-only text
+async def test_work_order_text_of_whitespace_alone_is_refused(running: Running) -> None:
+    """A title, comment or reason of spaces was taken, and a cancel reason of spaces passed
+    for 'cancelling an order needs a reason'."""
+    await register(running.api, CP)
+    order = {"charger_id": CP, "category": "other"}
+    r = await running.api.post("/api/v1/work-orders", json={**order, "title": " \t "})
+    assert assert_problem(r, 422)["detail"] == "invalid fields: body.title"
+    r = await running.api.post("/api/v1/work-orders", json={**order, "title": "  cable cut "})
+    assert r.status_code == 201, r.text
+    created = r.json()
+    assert created["title"] == "cable cut"
+    url = f"/api/v1/work-orders/{created['id']}"
+    r = await running.api.post(f"{url}/comments", json={"text": "   "})
+    assert assert_problem(r, 422)["detail"] == "invalid fields: body.text"
+    r = await running.api.post(f"{url}/escalate", json={"team_id": 1, "reason": "  "})
+    assert assert_problem(r, 422)["detail"] == "invalid fields: body.reason"
+    r = await running.api.post(f"{url}/transitions", json={"to": "cancelled", "reason": "  "})
+    assert "needs a reason" in assert_problem(r, 422)["detail"]
+    after = (await running.api.get(url)).json()
+    assert after["state"] == created["state"] and after["close_reason"] is None

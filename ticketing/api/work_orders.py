@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from sqlalchemy import Select, and_, exists, func, select
 from sqlalchemy.engine import Connection
 
@@ -128,12 +128,18 @@ class WorkOrderPage(BaseModel):
     offset: int
 
 
+def _text(max_length: int, min_length: int = 1) -> Any:
+    """A text field compared without its surrounding whitespace: whitespace alone is empty
+    (a title or comment of spaces was accepted, and a reason of spaces passed for one)."""
+    return StringConstraints(strip_whitespace=True, min_length=min_length, max_length=max_length)
+
+
 class WorkOrderIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     source: Literal["manual", "complaint", "inspection"] = "manual"
     type: Literal["corrective", "drill"] = "corrective"
-    title: str = Field(min_length=1, max_length=300)
+    title: Annotated[str, _text(300)]
     description: str | None = Field(default=None, max_length=10_000)
     charger_id: str | None = Field(default=None, min_length=1, max_length=48)
     connector: str | None = Field(default=None, pattern=r"^\d{1,3}(/\d{1,3})?$")
@@ -150,7 +156,7 @@ class TransitionIn(BaseModel):
 
     to: Literal[STATES]  # type: ignore[valid-type]
     note: str | None = Field(default=None, max_length=10_000)
-    reason: str | None = Field(default=None, max_length=2000)
+    reason: Annotated[str, _text(2000, min_length=0)] | None = None
     resolution: Literal[transitions.RESOLUTIONS] | None = None  # type: ignore[valid-type]
     technician_id: int | None = Field(default=None, ge=1, le=INT32_MAX)
 
@@ -158,7 +164,7 @@ class TransitionIn(BaseModel):
 class CommentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    text: str = Field(min_length=1, max_length=10_000)
+    text: Annotated[str, _text(10_000)]
 
 
 class AssignIn(BaseModel):
@@ -178,7 +184,7 @@ class EscalateIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     team_id: int = Field(ge=1, le=INT32_MAX)
-    reason: str = Field(min_length=1, max_length=2000)
+    reason: Annotated[str, _text(2000)]
 
 
 class LegalOut(BaseModel):
