@@ -1,4 +1,5 @@
-"""Bounds on the integers the HTTP API takes from a request (ids, offsets, cursors).
+"""Bounds on the integers and datetimes the HTTP API takes from a request (ids, offsets,
+cursors, stored datetimes).
 
 Decision: every integer that reaches a query is bounded by the column it is compared with,
 so an out-of-range value is a 422 problem here instead of a driver error (asyncpg's
@@ -9,9 +10,11 @@ the bound are 422 as well, like any other invalid path parameter.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Path, Query
+from pydantic import AfterValidator, AwareDatetime
 
 from services.problems import Problem
 
@@ -35,3 +38,15 @@ def cursor(value: str | None) -> int | None:
     if not _CURSOR.fullmatch(value) or int(value) > INT64_MAX:
         raise Problem(422, "Request validation failed", "cursor must be a next_cursor value")
     return int(value)
+
+
+def _in_utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:00:00-05:00 is in the year 10000 in UTC
+        raise ValueError("out of range in UTC (years 1 to 9999)") from None
+
+
+#: a datetime with a zone that is stored: converted to UTC here, so one out of range there
+#: is a 422 instead of an OverflowError of the database column's conversion (a 500)
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_in_utc)]

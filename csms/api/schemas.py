@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from csms.identity import CHARGE_POINT_ID
+from services.api_params import UtcDatetime
 
 RegistrationStatus = Literal["accepted", "pending", "rejected"]
 
@@ -154,7 +155,7 @@ class IdTokenCreate(BaseModel):
         description="the 2.0.1 idToken type it must be presented with; none: any type",
     )
     status: IdTokenStatus = "Accepted"
-    expires_at: AwareDatetime | None = None
+    expires_at: UtcDatetime | None = None
     group_id: str | None = Field(default=None, max_length=36)
 
 
@@ -163,7 +164,7 @@ class IdTokenUpdate(BaseModel):
 
     type: IdTokenType | None = None
     status: IdTokenStatus | None = None
-    expires_at: AwareDatetime | None = None
+    expires_at: UtcDatetime | None = None
     group_id: str | None = Field(default=None, max_length=36)
 
 

@@ -61,6 +61,10 @@ def assert_problem(r: httpx.Response, status: int) -> dict[str, Any]:
         ("POST", "/api/v1/id-tokens", {"token": "TAG1", "expires_at": "2030-01-01T00:00:00"}),
         ("PATCH", "/api/v1/id-tokens/TAG1", {"expires_at": "2030-01-01T00:00:00"}),
         ("GET", f"/api/v1/chargers/{CP}/status-history?since=2030-01-01T00:00:00", None),
+        # datetimes out of range once in UTC (an OverflowError of the column: 500)
+        ("POST", "/api/v1/id-tokens", {"token": "TAG2", "expires_at": "9999-12-31T23:00:00-05:00"}),
+        ("POST", "/api/v1/id-tokens", {"token": "TAG2", "expires_at": "0001-01-01T00:00:00+05:00"}),
+        ("PATCH", "/api/v1/id-tokens/TAG1", {"expires_at": "9999-12-31T23:00:00-05:00"}),
     ],
 )
 async def test_out_of_range_input_is_a_422_problem(
