@@ -20,7 +20,7 @@ from services.nul_input import refuse_nul
 from services.observability.metrics import REGISTRY
 from services.problems import install as install_problems
 from services.problems import problem_response, problem_responses
-from services.registry import ChargerKnown
+from services.registry import ChargerInUse, ChargerKnown
 from services.settings import Settings
 
 API_DESCRIPTION = """ChargeOps: O&M backbone of an EV charging network.
@@ -46,6 +46,7 @@ def create_app(
     command_authorizer: CommandAuthorizer | None = None,
     command_order_check: CommandOrderCheck | None = None,
     charger_known: ChargerKnown | None = None,
+    charger_in_use: ChargerInUse | None = None,
     api: bool = True,
 ) -> FastAPI:
     """The app. ``settings`` gives the routers their limits (the command timeout is
@@ -63,6 +64,7 @@ def create_app(
     set_command_authorizer(app, command_authorizer or deny_all)
     app.state.command_order_check = command_order_check
     app.state.charger_known = charger_known
+    app.state.charger_in_use = charger_in_use
     install_problems(app, authenticate=authenticate_invalid)
     input_checks = [Depends(refuse_nul)]  # PostgreSQL cannot store NUL (services.nul_input)
     if api:  # a csms node serves only /healthz, /readyz and /metrics

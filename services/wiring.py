@@ -157,6 +157,7 @@ async def _build_rest(
         command_authorizer=ticketing_rt.command_access if ticketing_rt else None,
         command_order_check=ticketing_rt.command_order_check if ticketing_rt else None,
         charger_known=csms.bootstrap.charger_known(db),
+        charger_in_use=ticketing_rt.charger_in_use if ticketing_rt else None,
         api=ticketing_rt is not None,
     )
     node = Node(role, settings, db, committer, bus, csms_rt, ticketing_rt, app, clock)

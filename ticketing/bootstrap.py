@@ -16,7 +16,11 @@ from ticketing.remediation.runner import RemediationRunner
 from ticketing.rules.store import seed_defaults as seed_rules
 from ticketing.sla.policies import seed_defaults as seed_policies
 from ticketing.webhooks.delivery import WebhookDeliverer
-from ticketing.work_orders.access import CommandOrderCheck, TechnicianCommandAccess
+from ticketing.work_orders.access import (
+    ChargerInUse,
+    CommandOrderCheck,
+    TechnicianCommandAccess,
+)
 from ticketing.work_orders.context import Thresholds
 from ticketing.work_orders.intake import CONSUMER, EVENT_TYPES, WorkOrderIntake
 from ticketing.work_orders.scanner import Scanner
@@ -32,6 +36,7 @@ class TicketingRuntime:
     remediation: RemediationRunner
     command_access: TechnicianCommandAccess
     command_order_check: CommandOrderCheck
+    charger_in_use: ChargerInUse
 
     async def start(self) -> None:
         """Seed the default fault rules and SLA policies (empty tables only), start timers."""
@@ -81,6 +86,7 @@ def build(
         remediation,
         TechnicianCommandAccess(db),
         CommandOrderCheck(db),
+        ChargerInUse(db),
     )
 
 

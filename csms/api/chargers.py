@@ -35,6 +35,7 @@ from services.bus.tables import OutboxEvent
 from services.committer import GroupCommitter
 from services.db import Database, utcnow
 from services.problems import Problem
+from services.registry import ChargerInUse
 from services.security import hash_password
 
 router = APIRouter(prefix="/chargers", tags=["chargers"])
@@ -229,6 +230,10 @@ async def delete_charger(charger_id: str, request: Request, _: AdminOrDispatcher
                 "Charger connected",
                 f"charger {charger_id} is connected; delete it once it has disconnected",
             )
+        in_use: ChargerInUse | None = getattr(request.app.state, "charger_in_use", None)
+        reason = await in_use(charger_id) if in_use is not None else None
+        if reason is not None and await session.get(Charger, charger_id) is not None:
+            raise Problem(409, "Charger in use", reason)
         result = await session.execute(delete(Charger).where(Charger.id == charger_id))
         if not result.rowcount:  # type: ignore[attr-defined]
             raise _not_found(charger_id)

@@ -62,3 +62,28 @@ async def test_a_site_with_open_orders_cannot_be_deleted(running: Running) -> No
     )
     assert r.status_code == 200, r.text
     assert (await running.api.delete("/api/v1/sites/site-del")).status_code == 204
+
+
+async def test_a_charger_with_open_orders_cannot_be_deleted(running: Running) -> None:
+    """The registry (csms) asks ticketing before deleting a charger: with open work orders
+    it is a 409 naming them (it was a 204 that left the orders naming a charger nobody
+    could reach); a charger without any, or whose orders are closed, is deleted."""
+    await register(running.api, "CP-DEL")
+    await register(running.api, "CP-FREE")
+    r = await running.api.post(WO, json={"title": "broken", "charger_id": "CP-DEL"})
+    assert r.status_code == 201, r.text
+    order = r.json()["id"]
+
+    r = await running.api.delete("/api/v1/chargers/CP-DEL")
+    assert r.status_code == 409, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert "1 open work order" in r.json()["detail"]
+    assert (await running.api.get("/api/v1/chargers/CP-DEL")).status_code == 200
+    assert (await running.api.delete("/api/v1/chargers/CP-FREE")).status_code == 204
+    assert (await running.api.delete("/api/v1/chargers/CP-NOBODY")).status_code == 404
+
+    r = await running.api.post(
+        f"{WO}/{order}/transitions", json={"to": "cancelled", "reason": "decommissioned"}
+    )
+    assert r.status_code == 200, r.text
+    assert (await running.api.delete("/api/v1/chargers/CP-DEL")).status_code == 204

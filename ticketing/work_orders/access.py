@@ -1,15 +1,16 @@
 """Who may act on a charger because of a work order: a technician on their own orders;
-and which order a command to a charger may say it serves."""
+which order a command to a charger may say it serves; and whether open orders keep a
+charger from being removed from the registry."""
 
 from __future__ import annotations
 
-from sqlalchemy import and_, exists, or_, select
+from sqlalchemy import and_, exists, func, or_, select
 
 from services.api_auth import Principal
 from services.db import Database, table_of
 from ticketing.tables import ChargerAsset, Technician
 from ticketing.work_orders.faults import site_of
-from ticketing.work_orders.states import ASSIGNED
+from ticketing.work_orders.states import ASSIGNED, OPEN
 from ticketing.work_orders.timeline import WORK_ORDERS
 
 TECHNICIANS = table_of(Technician)
@@ -69,3 +70,28 @@ class CommandOrderCheck:
                 if site == order.site_id:
                     return None
         return f"work order {order_id} is not for charger {charger_id!r} nor for its site"
+
+
+class ChargerInUse:
+    """A charger with open work orders (resolved-but-unverified included) may not be deleted
+    from the registry: they would name a charger that no longer exists, their remote fixes
+    and verification could not reach it, and nothing would close them. Same rule as a site's
+    (ticketing.sites.delete_site). Returns the reason, or None."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def __call__(self, charger_id: str) -> str | None:
+        query = (
+            select(func.count())
+            .select_from(WORK_ORDERS)
+            .where(WORK_ORDERS.c.charger_id == charger_id, WORK_ORDERS.c.state.in_(OPEN))
+        )
+        async with self.db.engine.connect() as conn:
+            orders = (await conn.execute(query)).scalar_one()
+        if orders:
+            return (
+                f"charger {charger_id!r} still has {orders} open work order(s); "
+                "close or cancel them first"
+            )
+        return None
