@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services import users_api
 from services.api_auth import authenticate_invalid
+from services.body_limit import BodyLimit
 from services.bus import Bus
 from services.clock import Clock
 from services.commands.access import deny_all
@@ -56,6 +57,8 @@ def create_app(
     (default: any order id); ``charger_known`` whether the registry knows a charger
     (default: unchecked)."""
     app = FastAPI(title="ChargeOps", version="0.1.0", description=API_DESCRIPTION)
+    if settings is not None:
+        app.add_middleware(BodyLimit, max_bytes=settings.http_max_body_bytes)
     app.state.db = db
     app.state.bus = bus
     app.state.committer = committer

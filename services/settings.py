@@ -92,6 +92,7 @@ class Settings(BaseSettings):
     ocpp_port: int = Field(default=9000, ge=0, le=65535)
     http_host: str = "0.0.0.0"
     http_port: int = Field(default=8000, ge=0, le=65535)
+    http_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 
     heartbeat_interval: int = Field(default=300, ge=1, le=86400)
     offline_grace: float = Field(default=60.0, ge=0)
