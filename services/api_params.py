@@ -13,7 +13,10 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import Path, Query
+from fastapi import Path, Query, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from pydantic import AfterValidator, AwareDatetime
 
 from services.problems import Problem
@@ -50,3 +53,43 @@ def _in_utc(value: datetime) -> datetime:
 #: a datetime with a zone that is stored: converted to UTC here, so one out of range there
 #: is a 422 instead of an OverflowError of the database column's conversion (a 500)
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+
+
+def _query_names(dependant: Dependant) -> set[str]:
+    """The query parameters a route's dependant (and its sub-dependencies) declares."""
+    names = {field.alias for field in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+#: the attribute of a route that caches its query parameter names
+_DECLARED = "_chargeops_query_names"
+
+
+async def refuse_unknown_query(request: Request) -> None:
+    """422 for a query parameter the route does not take.
+
+    Decision: a misspelt filter (``?stat=open`` for ``?state=open``) used to be ignored and
+    answered with the unfiltered list, which an operator takes for the filtered one; bodies
+    already refuse unknown fields, and so does the query string now."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    declared: frozenset[str] | None = getattr(route, _DECLARED, None)
+    if declared is None:
+        declared = frozenset(_query_names(route.dependant))
+        setattr(route, _DECLARED, declared)
+    unknown = [name for name in dict.fromkeys(request.query_params.keys()) if name not in declared]
+    if unknown:
+        takes = ", ".join(sorted(declared)) or "none"
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ("query", name),
+                    "msg": f"unknown query parameter (this route takes: {takes})",
+                    "type": "query_unknown",
+                }
+                for name in unknown
+            ]
+        )

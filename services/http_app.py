@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services import users_api
 from services.api_auth import authenticate_invalid
+from services.api_params import refuse_unknown_query
 from services.body_limit import BodyLimit
 from services.bus import Bus
 from services.clock import Clock
@@ -69,7 +70,8 @@ def create_app(
     app.state.charger_known = charger_known
     app.state.charger_in_use = charger_in_use
     install_problems(app, authenticate=authenticate_invalid)
-    input_checks = [Depends(refuse_nul)]  # PostgreSQL cannot store NUL (services.nul_input)
+    # PostgreSQL cannot store NUL (services.nul_input); a misspelt filter is no filter
+    input_checks = [Depends(refuse_nul), Depends(refuse_unknown_query)]
     if api:  # a csms node serves only /healthz, /readyz and /metrics
         app.include_router(users_api.router, responses=API_PROBLEMS, dependencies=input_checks)
     for router in routers:

@@ -387,3 +387,24 @@ async def test_a_body_over_the_limit_is_a_413_problem_before_it_is_read_whole(
     r = await running.api.post("/api/v1/chargers", json={"id": "CP-BIG", "notes": "x" * 100_000})
     assert r.status_code == 422, r.text
     assert r.json()["errors"][0]["loc"] == ["body", "notes"]
+
+
+async def test_an_unknown_query_parameter_is_a_422_naming_it(running: Running) -> None:
+    """A misspelt filter was ignored: ``?stat=open`` answered the unfiltered list."""
+    r = await running.api.get("/api/v1/work-orders", params={"stat": "open"})
+    assert r.status_code == 422, r.text
+    (error,) = r.json()["errors"]
+    assert error["loc"] == ["query", "stat"]
+    assert "state" in error["msg"]  # names what the route takes
+    # Parameters a route takes, also through its dependencies, are accepted.
+    r = await running.api.get("/api/v1/work-orders", params={"state": "new"})
+    assert r.status_code == 200, r.text
+    await register(running.api, CP)
+    r = await running.api.get(f"/api/v1/chargers/{CP}/messages", params={"limit": 5, "x": "1"})
+    assert r.status_code == 422, r.text
+    assert r.json()["errors"][0]["loc"] == ["query", "x"]
+    # Without a token the answer is still the 401.
+    async with httpx.AsyncClient(
+        transport=running.api._transport, base_url=str(running.api.base_url)
+    ) as anonymous:
+        assert (await anonymous.get("/api/v1/work-orders?stat=open")).status_code == 401
