@@ -31,8 +31,7 @@ from services.db import table_of
 from ticketing.dispatch.unique import execute_unique
 from ticketing.tables import ChargerAsset, Site
 from ticketing.tx import Conflict, NotFound
-from ticketing.work_orders.states import OPEN
-from ticketing.work_orders.timeline import WORK_ORDERS
+from ticketing.work_orders.timeline import open_orders_in_the_way
 
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 SITE_FIELDS = frozenset({"name", "region", "timezone", "address"})
@@ -144,15 +143,9 @@ def delete_site(conn: Connection, site_id: str) -> None:
     ).scalar_one()
     if count:
         raise Conflict(f"site {site_id!r} still has {count} charger(s); unassign them first")
-    orders = conn.execute(
-        select(func.count())
-        .select_from(WORK_ORDERS)
-        .where(WORK_ORDERS.c.site_id == site_id, WORK_ORDERS.c.state.in_(OPEN))
-    ).scalar_one()
-    if orders:
-        raise Conflict(
-            f"site {site_id!r} still has {orders} open work order(s); close or cancel them first"
-        )
+    reason = open_orders_in_the_way(conn, "site_id", site_id)
+    if reason is not None:
+        raise Conflict(reason)
     conn.execute(delete(_sites).where(_sites.c.id == site_id))
 
 

@@ -4,14 +4,14 @@ charger from being removed from the registry."""
 
 from __future__ import annotations
 
-from sqlalchemy import and_, exists, func, or_, select
+from sqlalchemy import and_, exists, or_, select
 
 from services.api_auth import Principal
 from services.db import Database, table_of
 from ticketing.tables import ChargerAsset, Technician
 from ticketing.work_orders.faults import site_of
-from ticketing.work_orders.states import ASSIGNED, OPEN
-from ticketing.work_orders.timeline import WORK_ORDERS
+from ticketing.work_orders.states import ASSIGNED
+from ticketing.work_orders.timeline import WORK_ORDERS, open_orders_in_the_way
 
 TECHNICIANS = table_of(Technician)
 ASSETS = table_of(ChargerAsset)
@@ -82,16 +82,7 @@ class ChargerInUse:
         self.db = db
 
     async def __call__(self, charger_id: str) -> str | None:
-        query = (
-            select(func.count())
-            .select_from(WORK_ORDERS)
-            .where(WORK_ORDERS.c.charger_id == charger_id, WORK_ORDERS.c.state.in_(OPEN))
-        )
         async with self.db.engine.connect() as conn:
-            orders = (await conn.execute(query)).scalar_one()
-        if orders:
-            return (
-                f"charger {charger_id!r} still has {orders} open work order(s); "
-                "close or cancel them first"
+            return await conn.run_sync(
+                lambda sync: open_orders_in_the_way(sync, "charger_id", charger_id)
             )
-        return None

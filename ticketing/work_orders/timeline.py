@@ -10,10 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import Connection
 
 from services.db import UTCDateTime, table_of
 from ticketing.tables import WorkOrder, WorkOrderEntry
+from ticketing.work_orders.states import OPEN
 
 WORK_ORDERS = table_of(WorkOrder)
 ENTRIES = table_of(WorkOrderEntry)
@@ -47,3 +51,20 @@ def fold(entries: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         state["version"] = int(entry["seq"])
         state["updated_at"] = entry["at"]
     return state
+
+
+def open_orders_in_the_way(
+    conn: Connection, key: Literal["site_id", "charger_id"], value: str
+) -> str | None:
+    """Why the site or charger ``value`` may not be deleted: it has open work orders
+    (resolved but unverified included), which would name a row that no longer exists and
+    that nothing could then close; None when it has none."""
+    orders = conn.execute(
+        select(func.count())
+        .select_from(WORK_ORDERS)
+        .where(WORK_ORDERS.c[key] == value, WORK_ORDERS.c.state.in_(OPEN))
+    ).scalar_one()
+    if not orders:
+        return None
+    what = "site" if key == "site_id" else "charger"
+    return f"{what} {value!r} still has {orders} open work order(s); close or cancel them first"
